@@ -1,0 +1,44 @@
+# Two commands for a fresh machine (see README):
+#   make run    set everything up, then run the main job
+#   make test   set everything up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tfdeblur-deps
+
+.PHONY: setup build run test bench lint cuda-standalone clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet "tensorflow==2.21.*" "keras>=3.10" numpy opencv-python-headless pytest ruff
+	touch $(STAMP)
+
+# Editable install; compiles custom_ops/ into tfdeblur/ops/ against the installed TF.
+setup: $(STAMP)
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
+
+# Recompile the op library after editing custom_ops/ (TFDEBLUR_CUDA=auto|0|1).
+build: $(STAMP)
+	$(BIN)/python custom_ops/build.py
+
+run: setup
+	$(BIN)/python benchmarks/bench_spatial_rnn.py --quick
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check tfdeblur tests benchmarks training custom_ops
+
+# TF-free CUDA test library for checks on a GPU host (CuPy / PyTorch).
+cuda-standalone:
+	$(PYTHON) custom_ops/build.py --standalone-cuda build/cuda_standalone
+
+clean:
+	rm -rf build *.egg-info tfdeblur/ops/_tfdeblur_ops*.so tfdeblur/ops/_build_info.json

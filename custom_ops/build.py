@@ -1,0 +1,235 @@
+"""Builds the tfdeblur compiled op library against the installed TensorFlow.
+
+One shared library, ``_tfdeblur_ops.so``, holds every op under
+``custom_ops/<op>/``: the schemas (``ops/*.cc``), the CPU kernels
+(``kernels/*.cc``) and, when CUDA is enabled, the GPU kernels
+(``kernels/*.cu.cc``). Next to it goes ``_build_info.json`` recording the
+TensorFlow version it was compiled for, which the loader checks before
+loading (a mismatch would otherwise be an undefined-symbol crash).
+
+Usage::
+
+    python custom_ops/build.py [--out DIR] [--cuda auto|0|1] [--jobs N]
+    python custom_ops/build.py --standalone-cuda DIR   # TF-free CUDA test library
+
+``TFDEBLUR_CUDA`` (``auto`` | ``0`` | ``1``) sets the default of ``--cuda``:
+``auto`` builds the CUDA kernels when ``nvcc`` is found and TensorFlow is a
+CUDA build; ``1`` requires them (an error if they cannot be built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIB_NAME = "_tfdeblur_ops.so"
+STANDALONE_NAME = "libtfdeblur_cuda_standalone.so"
+
+# Optimisation flags shared by every C++ translation unit. No -march=native:
+# the library must run on any x86-64 machine that runs the TensorFlow wheel
+# (which itself requires AVX), so AVX2/FMA are not assumed either.
+CXX_FLAGS = ["-O3", "-fPIC", "-shared", "-Wno-deprecated-declarations", "-Wno-ignored-attributes"]
+
+
+def _log(msg: str) -> None:
+    print(f"[tfdeblur build] {msg}", flush=True)
+
+
+def _sources(pattern: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(HERE, "*", pattern)))
+
+
+def find_nvcc() -> str | None:
+    """Returns the CUDA compiler to use, or None."""
+    candidates = [os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"]
+    try:  # nvidia-cuda-nvcc-cu12 wheel (matches TF's CUDA 12 build)
+        import nvidia.cuda_nvcc  # type: ignore
+
+        candidates.insert(1, os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "nvcc"))
+    except ImportError:
+        pass
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def nvcc_version(nvcc: str) -> tuple[int, int]:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    if not m:
+        raise RuntimeError(f"cannot parse nvcc version from: {out!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def cuda_arch_flags(version: tuple[int, int]) -> list[str]:
+    """SASS for the GPUs TensorFlow's wheel supports, plus PTX for newer ones.
+
+    CUDA 13 dropped sm_60/sm_70 (Pascal, Volta); CUDA 12 still has them.
+    """
+    archs = ["75", "80", "86", "89", "90"]
+    if version[0] < 13:
+        archs = ["60", "70"] + archs
+    flags = []
+    for a in archs:
+        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    flags += ["-gencode", "arch=compute_90,code=compute_90"]
+    return flags
+
+
+def cuda_home(nvcc: str) -> str:
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd[:3])} ...")
+
+
+def _tf_flags() -> tuple[list[str], list[str], dict]:
+    import tensorflow as tf
+
+    return tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), {
+        "tensorflow_version": tf.__version__,
+        "is_cuda_build": bool(tf.sysconfig.get_build_info().get("is_cuda_build", False)),
+        "tf_cuda_version": tf.sysconfig.get_build_info().get("cuda_version"),
+    }
+
+
+def _want_cuda(mode: str, tf_is_cuda: bool) -> tuple[bool, str | None]:
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"TFDEBLUR_CUDA / --cuda must be auto, 0 or 1, got {mode!r}")
+    if mode == "0":
+        return False, None
+    nvcc = find_nvcc()
+    if mode == "1":
+        if nvcc is None:
+            raise RuntimeError("TFDEBLUR_CUDA=1 but no nvcc was found (set NVCC or PATH)")
+        return True, nvcc
+    if nvcc is None or not tf_is_cuda:
+        return False, None
+    return True, nvcc
+
+
+def build(out_dir: str, cuda: str = "auto", jobs: int | None = None) -> str:
+    """Compiles the op library into ``out_dir`` and returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    cflags, lflags, info = _tf_flags()
+    use_cuda, nvcc = _want_cuda(cuda, info["is_cuda_build"])
+    cc_sources = [s for s in _sources("ops/*.cc") + _sources("kernels/*.cc")
+                  if not s.endswith(".cu.cc")]
+    cu_sources = _sources("kernels/*.cu.cc") if use_cuda else []
+    jobs = jobs or max(1, os.cpu_count() or 1)
+    _log(f"TensorFlow {info['tensorflow_version']}; {len(cc_sources)} C++ sources; "
+         f"CUDA {'on (' + nvcc + ')' if use_cuda else 'off'}")
+
+    tmp = tempfile.mkdtemp(prefix="tfdeblur_build_")
+    try:
+        defines = ["-DGOOGLE_CUDA=1"] if use_cuda else []
+        include = [f"-I{HERE}"]
+        jobs_list = []
+        objects = []
+        for src in cc_sources:
+            obj = os.path.join(tmp, hashlib.md5(src.encode()).hexdigest()[:10]
+                               + "_" + os.path.basename(src) + ".o")
+            cmd = ["g++", "-c", src, "-o", obj, *CXX_FLAGS, *cflags, *include, *defines]
+            jobs_list.append((src, cmd))
+            objects.append(obj)
+        extra_link: list[str] = []
+        if use_cuda:
+            version = nvcc_version(nvcc)
+            arch = cuda_arch_flags(version)
+            # TF's headers are written for clang/nvcc in C++17 and need these.
+            nvflags = ["-x", "cu", "-std=c++17", "-O3", "-DGOOGLE_CUDA=1", "-DNDEBUG",
+                       "--expt-relaxed-constexpr", "--expt-extended-lambda",
+                       "-Xcompiler", "-fPIC", "-Wno-deprecated-gpu-targets",
+                       "-diag-suppress", "20012,20014,20015,20236,177,550,611,2417",
+                       *[f for f in cflags if f.startswith(("-I", "-D"))], *include, *arch]
+            for src in cu_sources:
+                obj = os.path.join(tmp, os.path.basename(src) + ".cu.o")
+                jobs_list.append((src, [nvcc, "-c", src, "-o", obj, *nvflags]))
+                objects.append(obj)
+            home = cuda_home(nvcc)
+            libdirs = [os.path.join(home, d) for d in ("lib64", "lib", "targets/x86_64-linux/lib")]
+            extra_link = [f"-L{d}" for d in libdirs if os.path.isdir(d)]
+            # Static runtime: the library then loads on machines without a CUDA
+            # toolkit, and the GPU code talks to the driver directly.
+            extra_link += ["-lcudart_static", "-ldl", "-lrt", "-lpthread"]
+            info["cuda_compiler_version"] = ".".join(map(str, version))
+
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            futures = {pool.submit(_run, cmd): src for src, cmd in jobs_list}
+            for fut in concurrent.futures.as_completed(futures):
+                fut.result()
+                _log(f"compiled {os.path.relpath(futures[fut], HERE)}")
+
+        tmp_lib = os.path.join(tmp, LIB_NAME)
+        _run(["g++", *CXX_FLAGS, "-o", tmp_lib, *objects, *lflags, *extra_link])
+        target = os.path.join(out_dir, LIB_NAME)
+        # Move into place atomically so a running process never sees half a file.
+        shutil.copyfile(tmp_lib, target + ".tmp")
+        os.replace(target + ".tmp", target)
+        info["cuda"] = use_cuda
+        with open(os.path.join(out_dir, "_build_info.json.tmp"), "w") as f:
+            json.dump(info, f, indent=2)
+        os.replace(os.path.join(out_dir, "_build_info.json.tmp"),
+                   os.path.join(out_dir, "_build_info.json"))
+        _log(f"wrote {target}")
+        return target
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_standalone_cuda(out_dir: str) -> str:
+    """Builds the TensorFlow-free CUDA test library (for CuPy / PyTorch checks).
+
+    Compiles ``custom_ops/*/cuda_standalone/*.cu`` which include the same
+    raw-pointer kernels (``kernels/*.cu.h``) that the TensorFlow op uses.
+    """
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("no nvcc found: cannot build the standalone CUDA library")
+    sources = _sources("cuda_standalone/*.cu")
+    if not sources:
+        raise RuntimeError("no custom_ops/*/cuda_standalone/*.cu sources found")
+    os.makedirs(out_dir, exist_ok=True)
+    target = os.path.join(out_dir, STANDALONE_NAME)
+    cmd = [nvcc, "-shared", "-std=c++17", "-O3", "-Xcompiler", "-fPIC",
+           "-Wno-deprecated-gpu-targets", f"-I{HERE}",
+           *cuda_arch_flags(nvcc_version(nvcc)), "-o", target, *sources]
+    _run(cmd)
+    _log(f"wrote {target}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    default_out = os.path.join(os.path.dirname(HERE), "tfdeblur", "ops")
+    p.add_argument("--out", default=default_out, help="output folder (default: tfdeblur/ops)")
+    p.add_argument("--cuda", default=os.environ.get("TFDEBLUR_CUDA", "auto"),
+                   help="auto | 0 | 1 (default: $TFDEBLUR_CUDA or auto)")
+    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--standalone-cuda", metavar="DIR", default=None,
+                   help="build the TF-free CUDA test library into DIR instead")
+    args = p.parse_args(argv)
+    if args.standalone_cuda:
+        build_standalone_cuda(args.standalone_cuda)
+    else:
+        build(args.out, cuda=args.cuda, jobs=args.jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+// CPU kernels of the gated spatial recurrence, and the OpKernel classes that
+// validate inputs and dispatch to the CPU or CUDA functor.
+//
+// Work split (forward and backward alike): first every horizontal direction
+// present, parallel over image rows (a row's scan is serial, each step a
+// contiguous C-vector, so the inner loop vectorises); then every vertical
+// direction, parallel over column stripes of each image (each step a row of
+// the stripe). In the backward pass the horizontal phase writes dx and the
+// vertical phase adds to it, so no two threads ever write the same element:
+// results are bit-identical run to run.
+#define EIGEN_USE_THREADS
+
+#include "gated_recurrence/kernels/gated_recurrence_kernels.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/register_types.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+namespace tensorflow {
+namespace tfdeblur {
+
+using CPUDevice = Eigen::ThreadPoolDevice;
+using GPUDevice = Eigen::GpuDevice;
+
+namespace {
+
+bool IsHorizontal(int dir) { return dir == kLeftToRight || dir == kRightToLeft; }
+bool IsReverse(int dir) { return dir == kRightToLeft || dir == kBottomToTop; }
+
+// Pixels per column stripe in the vertical phase: enough contiguous floats per
+// step to vectorise well, small enough for many stripes per image.
+int64_t StripeWidth(int64_t c) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(c, 1)); }
+
+// One horizontal scan of row `row` (flattened n*h index) for slot k.
+template <typename T>
+void ForwardRow(const RecurrenceGeometry& g, int k, int64_t row, const T* x, const T* gate,
+                T* y) {
+  const int64_t C = g.c, W = g.w, G = g.slots() * C;
+  const bool rev = IsReverse(g.directions[k]);
+  const T* xr = x + row * W * C;
+  const T* gr = gate + row * W * G + k * C;
+  T* yr = y + row * W * G + k * C;
+  const T* prev = nullptr;
+  for (int64_t s = 0; s < W; ++s) {
+    const int64_t t = rev ? W - 1 - s : s;
+    const T* xp = xr + t * C;
+    const T* gp = gr + t * G;
+    T* yp = yr + t * G;
+    if (prev == nullptr) {
+      for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c];
+    } else {
+      for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c] + gp[c] * prev[c];
+    }
+    prev = yp;
+  }
+}
+
+// One vertical scan of image n, pixels [w0, w1), for slot k.
+template <typename T>
+void ForwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, int64_t w1,
+                   const T* x, const T* gate, T* y) {
+  const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C;
+  const bool rev = IsReverse(g.directions[k]);
+  for (int64_t s = 0; s < H; ++s) {
+    const int64_t r = rev ? H - 1 - s : s;
+    const int64_t rp = rev ? r + 1 : r - 1;
+    for (int64_t p = w0; p < w1; ++p) {
+      const T* xp = x + ((n * H + r) * W + p) * C;
+      const T* gp = gate + ((n * H + r) * W + p) * G + k * C;
+      T* yp = y + ((n * H + r) * W + p) * G + k * C;
+      if (s == 0) {
+        for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c];
+      } else {
+        const T* hp = y + ((n * H + rp) * W + p) * G + k * C;
+        for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c] + gp[c] * hp[c];
+      }
+    }
+  }
+}
+
+// Backward of one horizontal scan. `carry` holds g[t+1] * dh[t+1] (C values).
+template <typename T>
+void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulate, const T* x,
+                 const T* gate, const T* y, const T* dy, T* dx, T* dgate, T* carry) {
+  const int64_t C = g.c, W = g.w, G = g.slots() * C;
+  const bool rev = IsReverse(g.directions[k]);
+  const int64_t off_x = row * W * C, off_g = row * W * G + k * C;
+  std::fill(carry, carry + C, T(0));
+  for (int64_t s = W - 1; s >= 0; --s) {
+    const int64_t t = rev ? W - 1 - s : s;
+    const T* xp = x + off_x + t * C;
+    const T* gp = gate + off_g + t * G;
+    const T* dyp = dy + off_g + t * G;
+    T* dxp = dx + off_x + t * C;
+    T* dgp = dgate + off_g + t * G;
+    const T* hp = s > 0 ? y + off_g + (rev ? t + 1 : t - 1) * G : nullptr;
+    for (int64_t c = 0; c < C; ++c) {
+      const T dh = dyp[c] + carry[c];
+      const T dxv = (T(1) - gp[c]) * dh;
+      dxp[c] = accumulate ? dxp[c] + dxv : dxv;
+      dgp[c] = dh * ((hp ? hp[c] : T(0)) - xp[c]);
+      carry[c] = gp[c] * dh;
+    }
+  }
+}
+
+// Backward of one vertical scan over pixels [w0, w1) of image n.
+template <typename T>
+void BackwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, int64_t w1,
+                    bool accumulate, const T* x, const T* gate, const T* y, const T* dy, T* dx,
+                    T* dgate, T* carry) {
+  const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C;
+  const bool rev = IsReverse(g.directions[k]);
+  std::fill(carry, carry + (w1 - w0) * C, T(0));
+  for (int64_t s = H - 1; s >= 0; --s) {
+    const int64_t r = rev ? H - 1 - s : s;
+    const int64_t rp = rev ? r + 1 : r - 1;
+    for (int64_t p = w0; p < w1; ++p) {
+      const int64_t px = ((n * H + r) * W + p);
+      const T* xp = x + px * C;
+      const T* gp = gate + px * G + k * C;
+      const T* dyp = dy + px * G + k * C;
+      T* dxp = dx + px * C;
+      T* dgp = dgate + px * G + k * C;
+      const T* hp = s > 0 ? y + ((n * H + rp) * W + p) * G + k * C : nullptr;
+      T* cp = carry + (p - w0) * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const T dh = dyp[c] + cp[c];
+        const T dxv = (T(1) - gp[c]) * dh;
+        dxp[c] = accumulate ? dxp[c] + dxv : dxv;
+        dgp[c] = dh * ((hp ? hp[c] : T(0)) - xp[c]);
+        cp[c] = gp[c] * dh;
+      }
+    }
+  }
+}
+
+// Cost hints for Eigen's ParallelFor: bytes moved and cycles per unit of work.
+Eigen::TensorOpCost LineCost(int64_t steps, int64_t c, int64_t bytes_per_elem, int slots) {
+  const double elems = static_cast<double>(steps) * c * slots;
+  return Eigen::TensorOpCost(elems * bytes_per_elem * 2, elems * bytes_per_elem, elems * 4);
+}
+
+}  // namespace
+
+template <typename T>
+struct GatedRecurrenceForward<CPUDevice, T> {
+  absl::Status operator()(const CPUDevice& d, const RecurrenceGeometry& g, const T* x,
+                          const T* gate, T* y) {
+    std::vector<int> hk, vk;
+    for (int k = 0; k < g.slots(); ++k) (IsHorizontal(g.directions[k]) ? hk : vk).push_back(k);
+    if (!hk.empty()) {
+      d.parallelFor(g.n * g.h, LineCost(g.w, g.c, sizeof(T), hk.size()),
+                    [&](Eigen::Index begin, Eigen::Index end) {
+                      for (Eigen::Index row = begin; row < end; ++row)
+                        for (int k : hk) ForwardRow(g, k, row, x, gate, y);
+                    });
+    }
+    if (!vk.empty()) {
+      const int64_t sw = StripeWidth(g.c), stripes = (g.w + sw - 1) / sw;
+      d.parallelFor(g.n * stripes, LineCost(g.h * sw, g.c, sizeof(T), vk.size()),
+                    [&](Eigen::Index begin, Eigen::Index end) {
+                      for (Eigen::Index u = begin; u < end; ++u) {
+                        const int64_t n = u / stripes, w0 = (u % stripes) * sw;
+                        const int64_t w1 = std::min(g.w, w0 + sw);
+                        for (int k : vk) ForwardStripe(g, k, n, w0, w1, x, gate, y);
+                      }
+                    });
+    }
+    return absl::OkStatus();
+  }
+};
+
+template <typename T>
+struct GatedRecurrenceBackward<CPUDevice, T> {
+  absl::Status operator()(const CPUDevice& d, const RecurrenceGeometry& g, const T* x,
+                          const T* gate, const T* y, const T* dy, T* dx, T* dgate) {
+    std::vector<int> hk, vk;
+    for (int k = 0; k < g.slots(); ++k) (IsHorizontal(g.directions[k]) ? hk : vk).push_back(k);
+    if (!hk.empty()) {
+      d.parallelFor(g.n * g.h, LineCost(g.w, g.c, sizeof(T), 3 * hk.size()),
+                    [&](Eigen::Index begin, Eigen::Index end) {
+                      std::vector<T> carry(g.c);
+                      for (Eigen::Index row = begin; row < end; ++row)
+                        for (size_t i = 0; i < hk.size(); ++i)
+                          BackwardRow(g, hk[i], row, i > 0, x, gate, y, dy, dx, dgate,
+                                      carry.data());
+                    });
+    }
+    if (!vk.empty()) {
+      const int64_t sw = StripeWidth(g.c), stripes = (g.w + sw - 1) / sw;
+      const bool after_horizontal = !hk.empty();
+      d.parallelFor(g.n * stripes, LineCost(g.h * sw, g.c, sizeof(T), 3 * vk.size()),
+                    [&](Eigen::Index begin, Eigen::Index end) {
+                      std::vector<T> carry(sw * g.c);
+                      for (Eigen::Index u = begin; u < end; ++u) {
+                        const int64_t n = u / stripes, w0 = (u % stripes) * sw;
+                        const int64_t w1 = std::min(g.w, w0 + sw);
+                        for (size_t i = 0; i < vk.size(); ++i)
+                          BackwardStripe(g, vk[i], n, w0, w1, after_horizontal || i > 0, x,
+                                         gate, y, dy, dx, dgate, carry.data());
+                      }
+                    });
+    }
+    return absl::OkStatus();
+  }
+};
+
+namespace {
+
+std::vector<int> ParseDirection(OpKernelConstruction* ctx) {
+  std::string direction;
+  const absl::Status status = ctx->GetAttr("direction", &direction);
+  if (!status.ok()) {
+    ctx->CtxFailure(__FILE__, __LINE__, status);
+    return {};
+  }
+  if (direction == "all") return {kLeftToRight, kRightToLeft, kTopToBottom, kBottomToTop};
+  if (direction == "left_to_right") return {kLeftToRight};
+  if (direction == "right_to_left") return {kRightToLeft};
+  if (direction == "top_to_bottom") return {kTopToBottom};
+  if (direction == "bottom_to_top") return {kBottomToTop};
+  ctx->CtxFailure(__FILE__, __LINE__,
+                  errors::InvalidArgument("GatedRecurrence: unknown direction '", direction,
+                                          "'"));
+  return {};
+}
+
+// Validates x and gate (and optionally y, dy) and fills the geometry.
+absl::Status Validate(const RecurrenceGeometry& proto, const Tensor& x, const Tensor& gate,
+                      RecurrenceGeometry* g) {
+  if (x.dims() != 4) {
+    return errors::InvalidArgument("GatedRecurrence: x must be a rank-4 [N, H, W, C] tensor, "
+                                   "got shape ", x.shape().DebugString());
+  }
+  if (gate.dims() != 4) {
+    return errors::InvalidArgument("GatedRecurrence: gate must be a rank-4 tensor, got shape ",
+                                   gate.shape().DebugString());
+  }
+  *g = proto;
+  g->n = x.dim_size(0);
+  g->h = x.dim_size(1);
+  g->w = x.dim_size(2);
+  g->c = x.dim_size(3);
+  const int64_t expect_c = g->c * g->slots();
+  if (gate.dim_size(0) != g->n || gate.dim_size(1) != g->h || gate.dim_size(2) != g->w ||
+      gate.dim_size(3) != expect_c) {
+    return errors::InvalidArgument("GatedRecurrence: gate must have shape [", g->n, ", ", g->h,
+                                   ", ", g->w, ", ", expect_c, "] (", g->slots(),
+                                   " x channels of x), got ", gate.shape().DebugString());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+template <typename Device, typename T>
+class GatedRecurrenceOp : public OpKernel {
+ public:
+  explicit GatedRecurrenceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    proto_.directions = ParseDirection(ctx);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& gate = ctx->input(1);
+    RecurrenceGeometry g;
+    OP_REQUIRES_OK(ctx, Validate(proto_, x, gate, &g));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gate.shape(), &y));
+    if (y->NumElements() == 0) return;
+    OP_REQUIRES_OK(ctx, GatedRecurrenceForward<Device, T>()(
+                            ctx->eigen_device<Device>(), g, x.flat<T>().data(),
+                            gate.flat<T>().data(), y->flat<T>().data()));
+  }
+
+ private:
+  RecurrenceGeometry proto_;
+};
+
+template <typename Device, typename T>
+class GatedRecurrenceGradOp : public OpKernel {
+ public:
+  explicit GatedRecurrenceGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    proto_.directions = ParseDirection(ctx);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& gate = ctx->input(1);
+    const Tensor& y = ctx->input(2);
+    const Tensor& dy = ctx->input(3);
+    RecurrenceGeometry g;
+    OP_REQUIRES_OK(ctx, Validate(proto_, x, gate, &g));
+    OP_REQUIRES(ctx, y.shape() == gate.shape(),
+                errors::InvalidArgument("GatedRecurrenceGrad: y must have the gate's shape ",
+                                        gate.shape().DebugString(), ", got ",
+                                        y.shape().DebugString()));
+    OP_REQUIRES(ctx, dy.shape() == gate.shape(),
+                errors::InvalidArgument("GatedRecurrenceGrad: dy must have the gate's shape ",
+                                        gate.shape().DebugString(), ", got ",
+                                        dy.shape().DebugString()));
+    Tensor* dx = nullptr;
+    Tensor* dgate = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gate.shape(), &dgate));
+    if (gate.NumElements() == 0) return;
+    OP_REQUIRES_OK(ctx, GatedRecurrenceBackward<Device, T>()(
+                            ctx->eigen_device<Device>(), g, x.flat<T>().data(),
+                            gate.flat<T>().data(), y.flat<T>().data(), dy.flat<T>().data(),
+                            dx->flat<T>().data(), dgate->flat<T>().data()));
+  }
+
+ private:
+  RecurrenceGeometry proto_;
+};
+
+#define REGISTER_CPU(T)                                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TfDeblur>GatedRecurrence").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
+      GatedRecurrenceOp<CPUDevice, T>);                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TfDeblur>GatedRecurrenceGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
+      GatedRecurrenceGradOp<CPUDevice, T>);
+REGISTER_CPU(float);
+REGISTER_CPU(double);
+#undef REGISTER_CPU
+
+#if GOOGLE_CUDA
+#define REGISTER_GPU(T)                                                                       \
+  extern template struct GatedRecurrenceForward<GPUDevice, T>;                                \
+  extern template struct GatedRecurrenceBackward<GPUDevice, T>;                               \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TfDeblur>GatedRecurrence").Device(DEVICE_GPU).TypeConstraint<T>("T"),             \
+      GatedRecurrenceOp<GPUDevice, T>);                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                    \
+      Name("TfDeblur>GatedRecurrenceGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),         \
+      GatedRecurrenceGradOp<GPUDevice, T>);
+REGISTER_GPU(float);
+REGISTER_GPU(Eigen::half);
+REGISTER_GPU(Eigen::bfloat16);
+#undef REGISTER_GPU
+#endif  // GOOGLE_CUDA
+
+}  // namespace tfdeblur
+}  // namespace tensorflow

@@ -1,0 +1,112 @@
+"""Loads the compiled op library once, lazily, and picks an implementation.
+
+The library is tied to the TensorFlow version it was compiled against. Loading
+it into another TensorFlow would at best fail with an undefined symbol, so the
+version recorded at build time (``_build_info.json``) is checked first; any
+problem gives one warning naming the cause, and the portable (pure TensorFlow)
+implementations are used instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import threading
+import warnings
+
+import tensorflow as tf
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LOCK = threading.Lock()
+_STATE: dict = {"attempted": False, "lib": None, "reason": None, "info": {}}
+
+IMPLEMENTATIONS = ("auto", "compiled", "portable")
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def _find_library() -> str | None:
+    candidates = glob.glob(os.path.join(_HERE, "_tfdeblur_ops*.so"))
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def _disabled_by_env() -> bool:
+    return os.environ.get("TFDEBLUR_DISABLE_COMPILED", "") not in ("", "0")
+
+
+def _load() -> None:
+    if _disabled_by_env():
+        _STATE["reason"] = "disabled by TFDEBLUR_DISABLE_COMPILED"
+        return
+    path = _find_library()
+    if path is None:
+        _STATE["reason"] = (f"compiled op library not found in {_HERE} "
+                            "(build it with `make build` or `pip install .`)")
+        return
+    info_path = os.path.join(_HERE, "_build_info.json")
+    info = {}
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            info = json.load(f)
+    built_for = info.get("tensorflow_version")
+    if built_for is None:
+        _STATE["reason"] = f"{info_path} is missing: cannot tell which TensorFlow {path} is for"
+        return
+    if _major_minor(built_for) != _major_minor(tf.__version__):
+        _STATE["reason"] = (f"compiled op library was built for TensorFlow {built_for} but "
+                            f"TensorFlow {tf.__version__} is installed (rebuild with `make build`)")
+        return
+    try:
+        _STATE["lib"] = tf.load_op_library(path)
+        _STATE["info"] = info
+    except (tf.errors.NotFoundError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _STATE["reason"] = f"compiled op library {path} failed to load: {first}"
+
+
+def load_library():
+    """Returns the loaded op module, or None (warning once with the cause)."""
+    if not _STATE["attempted"]:
+        with _LOCK:
+            if not _STATE["attempted"]:
+                _load()
+                _STATE["attempted"] = True
+                if _STATE["lib"] is None and not _disabled_by_env():
+                    warnings.warn(f"tfdeblur: {_STATE['reason']}; using the portable "
+                                  "pure-TensorFlow implementations.", RuntimeWarning,
+                                  stacklevel=3)
+    return _STATE["lib"]
+
+
+def compiled_available() -> bool:
+    """Whether the compiled op library is loaded (loading it if needed)."""
+    return load_library() is not None
+
+
+def compiled_unavailable_reason() -> str | None:
+    """Why the compiled library is not in use, or None when it is."""
+    load_library()
+    return _STATE["reason"]
+
+
+def build_info() -> dict:
+    """What the loaded library was built with (TF version, CUDA on/off)."""
+    load_library()
+    return dict(_STATE["info"])
+
+
+def resolve_implementation(implementation: str) -> str:
+    """Maps ``"auto" | "compiled" | "portable"`` to the one that will run."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
+    if implementation == "portable":
+        return "portable"
+    if load_library() is not None:
+        return "compiled"
+    if implementation == "compiled":
+        raise RuntimeError(f"implementation='compiled' requested but {_STATE['reason']}")
+    return "portable"
