@@ -33,6 +33,19 @@ def _find_library() -> str | None:
     return max(candidates, key=os.path.getmtime) if candidates else None
 
 
+def _missing_cpu_features(required: list[str]) -> list[str]:
+    """Features the build assumed that this CPU lacks (empty when unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [r for r in required if r not in have]
+    except OSError:
+        pass
+    return []
+
+
 def _disabled_by_env() -> bool:
     return os.environ.get("TFDEBLUR_DISABLE_COMPILED", "") not in ("", "0")
 
@@ -58,6 +71,11 @@ def _load() -> None:
     if _major_minor(built_for) != _major_minor(tf.__version__):
         _STATE["reason"] = (f"compiled op library was built for TensorFlow {built_for} but "
                             f"TensorFlow {tf.__version__} is installed (rebuild with `make build`)")
+        return
+    missing = _missing_cpu_features(info.get("cpu_features", []))
+    if missing:
+        _STATE["reason"] = (f"compiled op library needs CPU features {missing} that this CPU "
+                            "lacks")
         return
     try:
         _STATE["lib"] = tf.load_op_library(path)
