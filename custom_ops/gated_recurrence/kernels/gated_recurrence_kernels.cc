@@ -29,6 +29,12 @@ using GPUDevice = Eigen::GpuDevice;
 
 namespace {
 
+// Arithmetic type: float for the 16-bit types (their scans accumulate in
+// float, as on the GPU), the type itself otherwise.
+template <typename T> struct AccOf { using type = T; };
+template <> struct AccOf<Eigen::half> { using type = float; };
+template <> struct AccOf<Eigen::bfloat16> { using type = float; };
+
 bool IsHorizontal(int dir) { return dir == kLeftToRight || dir == kRightToLeft; }
 bool IsReverse(int dir) { return dir == kRightToLeft || dir == kBottomToTop; }
 
@@ -40,6 +46,7 @@ int64_t StripeWidth(int64_t c) { return std::max<int64_t>(1, 2048 / std::max<int
 template <typename T>
 void ForwardRow(const RecurrenceGeometry& g, int k, int64_t row, const T* x, const T* gate,
                 T* y) {
+  using A = typename AccOf<T>::type;
   const int64_t C = g.c, W = g.w, G = g.slots() * C;
   const bool rev = IsReverse(g.directions[k]);
   const T* xr = x + row * W * C;
@@ -52,9 +59,10 @@ void ForwardRow(const RecurrenceGeometry& g, int k, int64_t row, const T* x, con
     const T* gp = gr + t * G;
     T* yp = yr + t * G;
     if (prev == nullptr) {
-      for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c];
+      for (int64_t c = 0; c < C; ++c) yp[c] = T((A(1) - A(gp[c])) * A(xp[c]));
     } else {
-      for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c] + gp[c] * prev[c];
+      for (int64_t c = 0; c < C; ++c)
+        yp[c] = T((A(1) - A(gp[c])) * A(xp[c]) + A(gp[c]) * A(prev[c]));
     }
     prev = yp;
   }
@@ -64,6 +72,7 @@ void ForwardRow(const RecurrenceGeometry& g, int k, int64_t row, const T* x, con
 template <typename T>
 void ForwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, int64_t w1,
                    const T* x, const T* gate, T* y) {
+  using A = typename AccOf<T>::type;
   const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C;
   const bool rev = IsReverse(g.directions[k]);
   for (int64_t s = 0; s < H; ++s) {
@@ -74,10 +83,11 @@ void ForwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, in
       const T* gp = gate + ((n * H + r) * W + p) * G + k * C;
       T* yp = y + ((n * H + r) * W + p) * G + k * C;
       if (s == 0) {
-        for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c];
+        for (int64_t c = 0; c < C; ++c) yp[c] = T((A(1) - A(gp[c])) * A(xp[c]));
       } else {
         const T* hp = y + ((n * H + rp) * W + p) * G + k * C;
-        for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c] + gp[c] * hp[c];
+        for (int64_t c = 0; c < C; ++c)
+          yp[c] = T((A(1) - A(gp[c])) * A(xp[c]) + A(gp[c]) * A(hp[c]));
       }
     }
   }
@@ -86,11 +96,13 @@ void ForwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, in
 // Backward of one horizontal scan. `carry` holds g[t+1] * dh[t+1] (C values).
 template <typename T>
 void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulate, const T* x,
-                 const T* gate, const T* y, const T* dy, T* dx, T* dgate, T* carry) {
+                 const T* gate, const T* y, const T* dy, T* dx, T* dgate,
+                 typename AccOf<T>::type* carry) {
+  using A = typename AccOf<T>::type;
   const int64_t C = g.c, W = g.w, G = g.slots() * C;
   const bool rev = IsReverse(g.directions[k]);
   const int64_t off_x = row * W * C, off_g = row * W * G + k * C;
-  std::fill(carry, carry + C, T(0));
+  std::fill(carry, carry + C, A(0));
   for (int64_t s = W - 1; s >= 0; --s) {
     const int64_t t = rev ? W - 1 - s : s;
     const T* xp = x + off_x + t * C;
@@ -100,11 +112,12 @@ void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulat
     T* dgp = dgate + off_g + t * G;
     const T* hp = s > 0 ? y + off_g + (rev ? t + 1 : t - 1) * G : nullptr;
     for (int64_t c = 0; c < C; ++c) {
-      const T dh = dyp[c] + carry[c];
-      const T dxv = (T(1) - gp[c]) * dh;
-      dxp[c] = accumulate ? dxp[c] + dxv : dxv;
-      dgp[c] = dh * ((hp ? hp[c] : T(0)) - xp[c]);
-      carry[c] = gp[c] * dh;
+      const A gv = A(gp[c]);
+      const A dh = A(dyp[c]) + carry[c];
+      const A dxv = (A(1) - gv) * dh;
+      dxp[c] = T(accumulate ? A(dxp[c]) + dxv : dxv);
+      dgp[c] = T(dh * ((hp ? A(hp[c]) : A(0)) - A(xp[c])));
+      carry[c] = gv * dh;
     }
   }
 }
@@ -113,10 +126,11 @@ void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulat
 template <typename T>
 void BackwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, int64_t w1,
                     bool accumulate, const T* x, const T* gate, const T* y, const T* dy, T* dx,
-                    T* dgate, T* carry) {
+                    T* dgate, typename AccOf<T>::type* carry) {
+  using A = typename AccOf<T>::type;
   const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C;
   const bool rev = IsReverse(g.directions[k]);
-  std::fill(carry, carry + (w1 - w0) * C, T(0));
+  std::fill(carry, carry + (w1 - w0) * C, A(0));
   for (int64_t s = H - 1; s >= 0; --s) {
     const int64_t r = rev ? H - 1 - s : s;
     const int64_t rp = rev ? r + 1 : r - 1;
@@ -128,13 +142,14 @@ void BackwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, i
       T* dxp = dx + px * C;
       T* dgp = dgate + px * G + k * C;
       const T* hp = s > 0 ? y + ((n * H + rp) * W + p) * G + k * C : nullptr;
-      T* cp = carry + (p - w0) * C;
+      A* cp = carry + (p - w0) * C;
       for (int64_t c = 0; c < C; ++c) {
-        const T dh = dyp[c] + cp[c];
-        const T dxv = (T(1) - gp[c]) * dh;
-        dxp[c] = accumulate ? dxp[c] + dxv : dxv;
-        dgp[c] = dh * ((hp ? hp[c] : T(0)) - xp[c]);
-        cp[c] = gp[c] * dh;
+        const A gv = A(gp[c]);
+        const A dh = A(dyp[c]) + cp[c];
+        const A dxv = (A(1) - gv) * dh;
+        dxp[c] = T(accumulate ? A(dxp[c]) + dxv : dxv);
+        dgp[c] = T(dh * ((hp ? A(hp[c]) : A(0)) - A(xp[c])));
+        cp[c] = gv * dh;
       }
     }
   }
@@ -185,7 +200,7 @@ struct GatedRecurrenceBackward<CPUDevice, T> {
     if (!hk.empty()) {
       d.parallelFor(g.n * g.h, LineCost(g.w, g.c, sizeof(T), 3 * hk.size()),
                     [&](Eigen::Index begin, Eigen::Index end) {
-                      std::vector<T> carry(g.c);
+                      std::vector<typename AccOf<T>::type> carry(g.c);
                       for (Eigen::Index row = begin; row < end; ++row)
                         for (size_t i = 0; i < hk.size(); ++i)
                           BackwardRow(g, hk[i], row, i > 0, x, gate, y, dy, dx, dgate,
@@ -197,7 +212,7 @@ struct GatedRecurrenceBackward<CPUDevice, T> {
       const bool after_horizontal = !hk.empty();
       d.parallelFor(g.n * stripes, LineCost(g.h * sw, g.c, sizeof(T), 3 * vk.size()),
                     [&](Eigen::Index begin, Eigen::Index end) {
-                      std::vector<T> carry(sw * g.c);
+                      std::vector<typename AccOf<T>::type> carry(sw * g.c);
                       for (Eigen::Index u = begin; u < end; ++u) {
                         const int64_t n = u / stripes, w0 = (u % stripes) * sw;
                         const int64_t w1 = std::min(g.w, w0 + sw);
@@ -327,6 +342,8 @@ class GatedRecurrenceGradOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                    \
       Name("TfDeblur>GatedRecurrenceGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
       GatedRecurrenceGradOp<CPUDevice, T>);
+REGISTER_CPU(Eigen::half);
+REGISTER_CPU(Eigen::bfloat16);
 REGISTER_CPU(float);
 REGISTER_CPU(double);
 #undef REGISTER_CPU
