@@ -103,7 +103,8 @@ def random_dihedral(images: list[tf.Tensor], seed, *, flip: bool = True, rotate:
     Returns:
         ``(images, flows)`` transformed lists.
     """
-    flows = list(flows or [])
+    images = [tf.convert_to_tensor(x) for x in images]
+    flows = [tf.convert_to_tensor(f) for f in (flows or [])]
     s = _seeds(seed, 3)
     coin = lambda k: tf.random.stateless_uniform([], s[k]) < 0.5
     transpose = tf.logical_and(tf.constant(rotate), coin(0))
@@ -154,6 +155,7 @@ def augment_pair(blurry: tf.Tensor, sharp: tf.Tensor, seed, *, flow: tf.Tensor |
     """
     s = _seeds(seed, 3)
     parts = [blurry, sharp] + ([flow] if flow is not None else [])
+    parts = [tf.convert_to_tensor(x) for x in parts]
     if patch_size is not None:
         parts = random_crop(parts, patch_size, s[0])
     images, flows = random_dihedral(parts[:2], s[1], flip=flip, rotate=rotate, flows=parts[2:])
