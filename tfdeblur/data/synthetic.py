@@ -96,7 +96,9 @@ def linear_trajectory(dx: float, dy: float, samples: int = 65) -> np.ndarray:
 def _extent(points: np.ndarray) -> float:
     if len(points) < 2:
         return 0.0
-    hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    # Hull indices (not OpenCV's float32 points) keep the extent exact in float64.
+    idx = cv2.convexHull(points.astype(np.float32), returnPoints=False).reshape(-1)
+    hull = points[idx]
     d = hull[:, None, :] - hull[None, :, :]
     return float(np.sqrt((d ** 2).sum(-1)).max())
 
