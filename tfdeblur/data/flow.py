@@ -229,7 +229,11 @@ class FlowCache:
         return np.frombuffer(payload, dtype).reshape(shape).astype(np.float32)
 
     def compute(self, prev, cur, nxt) -> np.ndarray:
-        """Computes the flow of ``cur`` from the frame files and stores it (atomically)."""
+        """Computes the flow of ``cur`` from the frame files and stores it (atomically).
+
+        Returns:
+            float32 ``[H, W, 4]``, rounded to the cache's ``dtype``.
+        """
         frames = [None if p is None else read_image(p) for p in (prev, cur, nxt)]
         if prev is None and nxt is None:
             warnings.warn(f"frame {_fspath(cur)} has no neighbour in its sequence: "
@@ -239,12 +243,14 @@ class FlowCache:
                 raise ValueError(f"frame {_fspath(p)} is {fr.shape[1]}x{fr.shape[0]} but its "
                                  f"neighbour {_fspath(cur)} is "
                                  f"{frames[1].shape[1]}x{frames[1].shape[0]}")
-        flow = bidirectional_flow(*frames, preset=self.preset)
+        # Returned at the stored precision, so a first epoch (computed) and
+        # later ones (loaded) see the same values.
+        flow = bidirectional_flow(*frames, preset=self.preset).astype(self.dtype)
         self._store(self.path_for(cur), flow, self._signature(prev, cur, nxt))
-        return flow
+        return flow.astype(np.float32)
 
     def _store(self, path: str, flow: np.ndarray, signature: str) -> None:
-        payload = np.ascontiguousarray(flow.astype(self.dtype)).tobytes()
+        payload = np.ascontiguousarray(flow, dtype=self.dtype).tobytes()
         header = json.dumps({"version": _FORMAT_VERSION, "shape": list(flow.shape),
                              "dtype": self.dtype, "preset": self.preset,
                              "signature": signature, "crc32": zlib.crc32(payload)}).encode()
