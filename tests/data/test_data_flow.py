@@ -188,3 +188,18 @@ def test_pipeline_yields_cached_flows(tmp_path, rng, capfd):
     batches = [tuple(x.numpy() for x in el) for el in paired_dataset(
         tmp_path / "gopro", patch_size=16, augment=True, batch_size=4, seed=0, **kw)]
     assert [b[2].shape for b in batches] == [(4, 16, 16, 4), (2, 16, 16, 4)]
+
+
+def test_single_sequence_folder(tmp_path, rng):
+    seqs = _gopro_tree(tmp_path / "gopro", rng)
+    seq = tmp_path / "gopro" / "train" / "S2"
+    with pytest.raises(ValueError, match="layout='gopro'"):
+        paired_dataset(seq, with_flow=True, flow_cache=tmp_path / "fc")
+    with pytest.raises(ValueError, match="flow_preset"):
+        paired_dataset(seq, layout="gopro", with_flow=True, flow_preset="best")
+    ds = paired_dataset(seq, layout="gopro", with_flow=True, flow_cache=tmp_path / "fc",
+                        progress=False)
+    cache = FlowCache(tmp_path / "fc")
+    els = [tuple(x.numpy() for x in el) for el in ds]
+    for (_, _, f), t in zip(els, sequence_triplets(seqs["S2"]), strict=True):
+        np.testing.assert_array_equal(f, cache.load(*t))

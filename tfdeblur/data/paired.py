@@ -4,8 +4,10 @@ Three layouts are understood (``layout="auto"`` tells them apart):
 
 - ``"gopro"``: the GoPro release (Nah et al. 2017),
   ``<root>/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png``; ``root``
-  may also be one split folder. Frames are paired by file name within a
-  sequence; ``blur_dir`` picks ``blur`` or ``blur_gamma``.
+  may also be one split folder, or one sequence folder (then pass
+  ``layout="gopro"``: auto-detection calls it ``"folders"``). Frames are
+  paired by file name within a sequence; ``blur_dir`` picks ``blur`` or
+  ``blur_gamma``.
 - ``"folders"``: two flat folders ``<root>/{blur,sharp}`` or
   ``<root>/{input,target}``, paired by file name (extensions may differ).
 - ``"list"``: a text file, one pair per line, ``blurry_path sharp_path``
@@ -29,7 +31,7 @@ import tensorflow as tf
 
 from tfdeblur.data import _pipeline
 from tfdeblur.data.augment import augment_pair
-from tfdeblur.data.flow import FlowCache, default_cache_dir, sequence_triplets
+from tfdeblur.data.flow import PRESETS, FlowCache, default_cache_dir, sequence_triplets
 from tfdeblur.data.io import _fspath, is_image_file, read_image
 
 LAYOUTS = ("auto", "gopro", "folders", "list")
@@ -134,6 +136,9 @@ def _gopro_pairs(root: str, split: str | None, blur_dir: str) -> list[Pair]:
         root = os.path.join(root, split)
     elif splits:
         raise ValueError(f"dataset root {root} has splits {splits}: pass split= one of them")
+    if _folder_names(root, blur_dir) == (blur_dir, "sharp"):
+        # One sequence folder given directly.
+        return _pair_folders(os.path.join(root, blur_dir), os.path.join(root, "sharp"), root)
     sequences = _subdirs(root)
     if not sequences:
         raise ValueError(f"GoPro folder {root} holds no sequence folders")
@@ -263,7 +268,8 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
             every epoch, reproducibly from ``seed``. When batching non-square
             patches or whole images, rotations are limited to 180 degrees so
             that the elements keep one shape.
-        batch_size: batch the elements (``None``: unbatched).
+        batch_size: batch the elements (``None``: unbatched); whole images
+            must then all have one size.
         shuffle: reshuffle every epoch (``True``: over the whole dataset; an
             int: with that buffer size).
         seed: makes shuffling and augmentation reproducible; ``None`` draws
@@ -308,7 +314,11 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
         layout = detect_layout(root, blur_dir)
     if with_flow and layout != "gopro":
         raise ValueError("with_flow=True needs the GoPro layout (flows are computed between "
-                         f"neighbouring frames of a sequence); {root} is a {layout!r} dataset")
+                         f"neighbouring frames of a sequence); {root} is a {layout!r} dataset"
+                         + ("; if it is one video sequence, pass layout='gopro'"
+                            if layout == "folders" else ""))
+    if flow_preset not in PRESETS:
+        raise ValueError(f"flow_preset must be one of {sorted(PRESETS)}, got {flow_preset!r}")
     pairs = find_pairs(root, layout=layout, split=split, blur_dir=blur_dir)
 
     tensors = {"blurry": [p.blurry for p in pairs], "sharp": [p.sharp for p in pairs]}
