@@ -262,8 +262,7 @@ def test_rotations_kept_out_of_non_square_batches(tmp_path, rng):
 def test_cache_to_file(tmp_path, rng):
     _tree_folders(tmp_path / "d", rng, ["a", "b"])
     plain = _as_list(paired_dataset(tmp_path / "d"))
-    cached = paired_dataset(tmp_path / "d", cache=str(tmp_path / "cache" / "c"))
-    os.makedirs(tmp_path / "cache")
+    cached = paired_dataset(tmp_path / "d", cache=tmp_path / "cache" / "c")
     for _ in range(2):
         for x, y in zip(plain, _as_list(cached), strict=True):
             np.testing.assert_array_equal(x[0], y[0])

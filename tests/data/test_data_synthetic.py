@@ -251,10 +251,10 @@ def _photos(folder, rng, n=4, size=(40, 50)):
         assert cv2.imwrite(os.path.join(folder, f"p{i}.png"), img)
 
 
-def test_synthetic_dataset_defaults_fixed_and_whole(tmp_path, rng, shared_data):
+def test_synthetic_dataset_defaults_fixed_and_whole(tmp_path, rng):
     _photos(tmp_path / "photos", rng)
-    ds = synthetic_dataset(tmp_path / "photos", seed=0,
-                           kernels=os.path.join(shared_data, "levin09_kernels.npz"))
+    np.savez(tmp_path / "k.npz", a=trajectory_kernel(linear_trajectory(5, 2)), b=np.ones((3, 5)))
+    ds = synthetic_dataset(tmp_path / "photos", seed=0, kernels=tmp_path / "k.npz")
     a = [tuple(x.numpy() for x in el) for el in ds]
     b = [tuple(x.numpy() for x in el) for el in ds]
     assert len(a) == 4 and a[0][0].shape == (40, 50, 3)

@@ -309,6 +309,9 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
     seed = _pipeline.resolve_seed(seed)
     if not isinstance(cache, (bool, str, os.PathLike)):
         raise ValueError(f"cache must be a bool or a file path, got {cache!r}")
+    if not isinstance(cache, bool):
+        cache = _fspath(cache)
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     root = _fspath(root)
     if layout == "auto" and with_flow:
         layout = detect_layout(root, blur_dir)
@@ -378,7 +381,7 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if cache is not False:
         ds = ds.map(load, num_parallel_calls=num_parallel_calls)
-        ds = ds.cache("" if cache is True else _fspath(cache))
+        ds = ds.cache("" if cache is True else cache)
     if buffer is not None:
         ds = ds.shuffle(buffer or len(pairs), seed=seed, reshuffle_each_iteration=True)
 
