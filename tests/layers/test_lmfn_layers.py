@@ -13,6 +13,7 @@ from tfdeblur.layers import (
     PixelShuffle,
     ResidualBlock,
     ResidualFeatureDistillationBlock,
+    UpsampleAdd,
 )
 
 # ---------------------------------------------------------------- references
@@ -38,8 +39,12 @@ def conv_ref(x, kernel, bias, stride=1, padding="same"):
 
 
 def lrelu(x, slope):
-    # tf.nn.leaky_relu stores alpha as a float32 attribute, even for float64 data.
-    return np.where(x >= 0, x, float(np.float32(slope)) * x)
+    return np.where(x >= 0, x, slope * x)
+
+
+# tf.nn.leaky_relu (used by DownBlock) stores alpha as a float32 attribute,
+# even for float64 data.
+ALPHA_0_1 = float(np.float32(0.1))
 
 
 def sigmoid(x):
@@ -157,11 +162,11 @@ def built(layer, shape, rng, scale=0.3):
     return layer
 
 
-def assert_gradient(fn, x, tol=1e-6):
+def assert_gradient(fn, x, tol=1e-6, delta=1e-6):
     # A small step keeps the differences off the kinks of (leaky) ReLU and
     # max-pooling; float64 leaves them accurate. tf.function for speed.
     theoretical, numerical = tf.test.compute_gradient(tf.function(fn), [tf.constant(x)],
-                                                      delta=1e-6)
+                                                      delta=delta)
     for t, n in zip(theoretical, numerical, strict=True):
         np.testing.assert_allclose(t, n, atol=tol, rtol=tol)
 
@@ -207,8 +212,8 @@ def test_down_block_matches_reference(shape, rng):
     layer = built(DownBlock(5, dtype=F64), shape, rng)
     x = rng.normal(size=shape)
     y = layer(x).numpy()
-    ref = lrelu(conv_ref(x, *weights_of(layer.conv_down), stride=2), 0.1)
-    ref = lrelu(conv_ref(ref, *weights_of(layer.conv)), 0.1)
+    ref = lrelu(conv_ref(x, *weights_of(layer.conv_down), stride=2), ALPHA_0_1)
+    ref = lrelu(conv_ref(ref, *weights_of(layer.conv)), ALPHA_0_1)
     assert y.shape == (shape[0], -(-shape[1] // 2), -(-shape[2] // 2), 5)
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
 
@@ -272,6 +277,41 @@ def test_pixel_shuffle_errors():
         PixelShuffle(0)
 
 
+# ----------------------------------------------------------------- UpsampleAdd
+
+
+@pytest.mark.parametrize("small,large", [
+    ((2, 3, 4, 2), (2, 6, 8, 2)), ((1, 1, 1, 3), (1, 2, 5, 3)), ((1, 4, 3, 1), (1, 7, 5, 1)),
+    ((0, 2, 2, 2), (0, 4, 4, 2))])
+def test_upsample_add_matches_reference(small, large, rng):
+    a, b = rng.normal(size=small), rng.normal(size=large)
+    ref = b + resize_bilinear_ref(a, large[1], large[2])
+    # Bilinear resizing runs in float32 inside TensorFlow.
+    np.testing.assert_allclose(UpsampleAdd(dtype=F64)([a, b]).numpy(), ref, atol=1e-6)
+
+
+def test_upsample_add_dynamic_shapes_and_gradient(rng):
+    layer = UpsampleAdd()
+    spec = tf.TensorSpec([None, None, None, 2])
+    fn = tf.function(lambda a, b: layer([a, b]), input_signature=[spec, spec])
+    a = rng.normal(size=(1, 3, 5, 2)).astype("float32")
+    b = rng.normal(size=(1, 6, 9, 2)).astype("float32")
+    np.testing.assert_allclose(fn(a, b).numpy(), b + resize_bilinear_ref(a, 6, 9), atol=1e-5)
+    big = rng.normal(size=(1, 4, 6, 2))
+    # Resizing rounds to float32 but is linear: a large step is exact and
+    # keeps the rounding small against it.
+    assert_gradient(lambda t: UpsampleAdd(dtype=F64)([t, tf.constant(big)]),
+                    rng.normal(size=(1, 2, 3, 2)), tol=1e-5, delta=0.1)
+
+
+def test_upsample_add_errors():
+    with pytest.raises(ValueError, match="same channels"):
+        UpsampleAdd()([np.zeros((1, 2, 2, 3), "float32"), np.zeros((1, 4, 4, 2), "float32")])
+    with pytest.raises(ValueError, match=r"list \[small, large\]"):
+        UpsampleAdd()(np.zeros((1, 2, 2, 3), "float32"))
+    assert_config_round_trip(UpsampleAdd(name="fuse"))
+
+
 # ---------------------------------------------------- EnhancedSpatialAttention
 
 
@@ -311,6 +351,17 @@ def test_rfdb_matches_reference(shape, rng):
     np.testing.assert_allclose(layer(x).numpy(), rfdb_ref(x, layer), rtol=1e-5, atol=1e-6)
 
 
+def test_rfdb_same_in_graphs_and_eagerly(rng):
+    # Regression: TF's oneDNN remapper fuses conv + bias + add + LeakyRelu in
+    # graphs and then ignores the slope; the block must not hit that fusion.
+    layer = built(ResidualFeatureDistillationBlock(), (None, None, None, 8), rng)
+    x = rng.normal(size=(2, 16, 17, 8)).astype("float32")
+    eager = layer(x).numpy()
+    graph = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 8])])(x)
+    np.testing.assert_allclose(graph.numpy(), eager, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tf.function(layer)(x).numpy(), eager, rtol=1e-5, atol=1e-5)
+
+
 def test_rfdb_explicit_widths_and_parameters():
     layer = ResidualFeatureDistillationBlock(distilled_channels=3, attention_channels=2)
     layer.build((None, None, None, 2))
@@ -333,6 +384,8 @@ def test_rfdb_config_and_errors():
         ResidualFeatureDistillationBlock().build((None, 16, 16, 2))
     with pytest.raises(ValueError, match="distilled_channels"):
         ResidualFeatureDistillationBlock(distilled_channels=-1)
+    with pytest.raises(ValueError, match="negative_slope"):
+        ResidualFeatureDistillationBlock(negative_slope=1.5)
 
 
 # ------------------------------------------------------------------------ ALFM

@@ -1,7 +1,7 @@
 """Keras layers of tfdeblur (all registered for ``.keras`` serialisation)."""
 
 from tfdeblur.layers.attention_fusion import AttentionChannelFusion, AttentionLayerFusion
-from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock
+from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock, UpsampleAdd
 from tfdeblur.layers.rfdb import EnhancedSpatialAttention, ResidualFeatureDistillationBlock
 from tfdeblur.layers.spatial_rnn import SpatialRNN
 
@@ -14,4 +14,5 @@ __all__ = [
     "ResidualBlock",
     "ResidualFeatureDistillationBlock",
     "SpatialRNN",
+    "UpsampleAdd",
 ]

@@ -188,3 +188,55 @@ class PixelShuffle(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class UpsampleAdd(keras.layers.Layer):
+    """Bilinearly resizes a smaller-scale feature to its neighbour's size and adds it.
+
+    The fusion step of LMFN's encoder (Zhang et al., LMFN sec. 3.2: "the
+    small-scale features ... are up-sampled and then element-wise added with
+    the features of adjacent layers"). Resizing to the neighbour's exact size
+    (half-pixel centres, PyTorch's ``align_corners=False``) rather than by a
+    fixed factor works for any pair of sizes, also when only known at run
+    time, which Keras' ``UpSampling2D(interpolation="bilinear")`` is not.
+
+    Args:
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Input:
+        A list ``[small, large]``: ``[N, h, w, C]`` and ``[N, H, W, C]``.
+
+    Output:
+        ``[N, H, W, C]``: ``large + resize(small, (H, W))``.
+
+    Example:
+        >>> small = keras.Input((None, None, 64))
+        >>> large = keras.Input((None, None, 64))
+        >>> UpsampleAdd()([small, large]).shape
+        (None, None, None, 64)
+    """
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(f"UpsampleAdd expects a list [small, large], got {input_shape}")
+        small, large = input_shape
+        cs = _check_image_shape(small, "UpsampleAdd")
+        cl = _check_image_shape(large, "UpsampleAdd")
+        if cs != cl:
+            raise ValueError(f"UpsampleAdd: both inputs must have the same channels, got {cs} "
+                             f"(small) and {cl} (large)")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        small, large = inputs
+        h, w = large.shape[1], large.shape[2]
+        if h is None or w is None:
+            shape = tf.shape(large)
+            h = shape[1] if h is None else h
+            w = shape[2] if w is None else w
+        up = tf.image.resize(small, [h, w], method="bilinear")
+        return large + tf.cast(up, large.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[1])

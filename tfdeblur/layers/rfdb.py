@@ -135,7 +135,7 @@ class ResidualFeatureDistillationBlock(keras.layers.Layer):
         distilled_channels: width of each distilled part; default ``C // 2``
             (RFDN's choice).
         attention_channels: width of the ESA branch; default ``C // 4``.
-        negative_slope: LeakyReLU slope for negative inputs.
+        negative_slope: LeakyReLU slope for negative inputs, in [0, 1].
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
@@ -159,6 +159,8 @@ class ResidualFeatureDistillationBlock(keras.layers.Layer):
                                    else _positive_int(distilled_channels, "distilled_channels"))
         self.attention_channels = (None if attention_channels is None
                                    else _positive_int(attention_channels, "attention_channels"))
+        if not 0.0 <= negative_slope <= 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1], got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
 
     def build(self, input_shape):
@@ -186,7 +188,11 @@ class ResidualFeatureDistillationBlock(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        act = lambda t: tf.nn.leaky_relu(t, alpha=self.negative_slope)
+        # Not tf.nn.leaky_relu: in graphs, TensorFlow 2.21's oneDNN remapper fuses
+        # conv + bias + add + LeakyRelu (the shallow residual blocks) into one op
+        # that ignores alpha and uses 0.2, so tf.function and eager results
+        # differ. max(t, a t) is the same function for 0 <= a <= 1 and is not fused.
+        act = lambda t: tf.maximum(t, self.negative_slope * t)
         distilled = []
         r = inputs
         for conv_d, conv_r in ((self.c1_d, self.c1_r), (self.c2_d, self.c2_r),

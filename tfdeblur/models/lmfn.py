@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from tfdeblur.layers.attention_fusion import AttentionChannelFusion, AttentionLayerFusion
-from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock
+from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock, UpsampleAdd
 from tfdeblur.layers.rfdb import ESA_MIN_SIZE, ResidualFeatureDistillationBlock
 from tfdeblur.models import register
 from tfdeblur.models._padding import CropTo, PadToMultiple
@@ -47,8 +47,9 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     Encoder (multi-scale hierarchical fusion, MSHF): a 3x3 conv to ``width``
     channels, then ``num_scales`` times a :class:`DownBlock` and a
     :class:`ResidualBlock`, giving features at 1/2 ... 1/2**num_scales; from the
-    smallest up, each is bilinearly up-sampled x2 and added to the next larger
-    one, ending in one fused feature at 1/2 resolution.
+    smallest up, each is bilinearly up-sampled to the next larger one and
+    added to it (:class:`UpsampleAdd`), ending in one fused feature at 1/2
+    resolution.
 
     Decoder (multi-feature fusion distillation, MFFD), at 1/2 resolution:
     ``num_blocks`` chained :class:`ResidualFeatureDistillationBlock`;
@@ -124,8 +125,7 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
         scales.append(h)
     fused = scales[-1]
     for i in range(num_scales - 1, 0, -1):
-        up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{i + 1}")(fused)
-        fused = keras.layers.Add(name=f"fuse{i}")([scales[i - 1], up])
+        fused = UpsampleAdd(name=f"fuse{i}")([fused, scales[i - 1]])
 
     # MFFD decoder.
     block_outputs = []
