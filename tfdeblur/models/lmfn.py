@@ -61,7 +61,7 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
 
     Choices where the paper is silent (all from the works it builds on):
     down-blocks as in EDVR's pyramid (strided 3x3 conv + 3x3 conv, LeakyReLU
-    0.1); residual blocks as DeepDeblur's but 3x3 (its 5x5 would give 1.93 M
+    0.1); residual blocks as DeepDeblur's but 3x3 (its 5x5 would give 1.80 M
     parameters); bilinear up-sampling in the encoder; the decoder tail
     (1x1 fusion, 3x3 conv with a skip, pixel-shuffle reconstruction) as in
     RFDN, whose blocks LMFN uses; ALFM and ACFM outputs concatenated before the
@@ -70,7 +70,11 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     networks; Keras' default initialisation (Glorot uniform, zero biases).
     Note the paper's Table 4 reports ~0.03 M per extra RFDB, which would mean
     narrower blocks than the 64 channels its text gives the features; here
-    one 64-channel RFDB has 0.155 M parameters.
+    one 64-channel RFDB has 0.155 M parameters. A 1280x720 frame costs 423
+    GFLOPs (convolutions and matrix products, ``benchmarks/bench_models.py``),
+    mostly in the RFDBs and ALFM at half resolution; the paper's 0.019 s on an
+    RTX 2080 Ti (13.4 TFLOPS) would need fewer, so its timing may be for
+    smaller frames or a different decoder resolution.
 
     Any input size: the image is reflect-padded to a multiple of
     ``2**num_scales`` and the output cropped back. Height and width must be at
