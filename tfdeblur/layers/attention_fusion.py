@@ -1,0 +1,137 @@
+"""LMFN's two attention fusion modules: across RFDB layers (ALFM) and across channels (ACFM)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfdeblur.layers.lmfn_blocks import _check_image_shape
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class AttentionLayerFusion(keras.layers.Layer):
+    """Attention layer fusion module (ALFM): channel self-attention across blocks.
+
+    Zhang et al., "Image deblurring based on lightweight multi-information
+    fusion network", sec. 3.3.2, Fig. 2, eqs. (1)-(2). The ``N`` inputs (the
+    outputs of LMFN's ``N`` distillation blocks, ``C`` channels each) are
+    stacked into a matrix ``F`` of ``N*C`` rows (one per channel of every
+    block, block-major) and ``H*W`` columns, and::
+
+        A = softmax(F F^T)          # [N*C, N*C], softmax over each row
+        out = theta * (A F) + F
+
+    with a learned scalar ``theta`` initialised to 0, so the module starts as
+    the identity. Every channel of every block attends to every other one, not
+    block to block as in HAN's layer attention. As in the paper, ``F F^T`` is
+    not scaled: on large images its entries are large and the softmax is
+    nearly one-hot.
+
+    Args:
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Input:
+        A list of ``N >= 1`` tensors ``[B, H, W, C]`` of the same shape.
+
+    Output:
+        ``[B, H, W, N*C]``: block ``n``'s fused channels at ``[n*C, (n+1)*C)``.
+
+    Example:
+        >>> feats = [keras.Input((None, None, 64)) for _ in range(4)]
+        >>> AttentionLayerFusion()(feats).shape
+        (None, None, None, 256)
+    """
+
+    def build(self, input_shape):
+        if (not isinstance(input_shape, (list, tuple)) or not input_shape
+                or not all(isinstance(s, (list, tuple)) for s in input_shape)):
+            raise ValueError("AttentionLayerFusion expects a non-empty list of [B, H, W, C] "
+                             f"tensors, got input shape {input_shape}")
+        first = input_shape[0]
+        _check_image_shape(first, "AttentionLayerFusion")
+        for i, shape in enumerate(input_shape[1:], start=1):
+            _check_image_shape(shape, "AttentionLayerFusion")
+            for axis in (1, 2, 3):
+                if None not in (shape[axis], first[axis]) and shape[axis] != first[axis]:
+                    raise ValueError(f"AttentionLayerFusion: all inputs must have the same "
+                                     f"shape; input {i} has shape {shape}, input 0 {first}")
+        self.theta = self.add_weight(name="theta", shape=(), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        stacked = tf.concat(list(inputs), axis=-1)
+        shape = tf.shape(stacked)
+        nc = stacked.shape[-1]
+        # Rows of x are pixels, so x is F^T and F F^T = x^T x.
+        # Explicit sizes, not -1: reshape cannot infer a size for an empty batch.
+        x = tf.reshape(stacked, [shape[0], shape[1] * shape[2], nc])
+        attention = tf.nn.softmax(tf.matmul(x, x, transpose_a=True), axis=-1)
+        fused = tf.matmul(x, attention, transpose_b=True)  # (A F)^T
+        out = tf.cast(self.theta, x.dtype) * fused + x
+        return tf.reshape(out, shape)
+
+    def compute_output_shape(self, input_shape):
+        first = input_shape[0]
+        return (*first[:3], sum(s[-1] for s in input_shape))
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class AttentionChannelFusion(keras.layers.Layer):
+    """Attention channel fusion module (ACFM): pseudo-3D attention over (channel, H, W).
+
+    Zhang et al., LMFN sec. 3.3.2, Fig. 3, eq. (3). The input is treated as a
+    one-channel volume of depth ``C`` (HAN's channel-spatial attention), and::
+
+        out = x + alpha * sigmoid(conv_3x1x1(conv_1x3x3(x))) * x
+
+    ``conv_1x3x3`` is one 3x3 spatial kernel shared by all channels and
+    ``conv_3x1x1`` mixes each channel with its two neighbours (zero beyond the
+    first and last channel); both have a bias and no activation in between,
+    following eq. (3). Pseudo-3D (Qiu et al. 2017) replaces HAN's 3x3x3 kernel.
+    ``alpha`` is a learned scalar; the paper does not give its start, so it is
+    initialised to 0 like ALFM's ``theta`` and the module starts as the
+    identity. Weights are stored in Conv3D layout ``(depth, height, width, 1,
+    1)`` with depth running over channels.
+
+    Args:
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
+    Input:
+        ``[B, H, W, C]``.
+
+    Output:
+        ``[B, H, W, C]``.
+
+    Example:
+        >>> x = keras.Input((None, None, 64))
+        >>> AttentionChannelFusion()(x).shape
+        (None, None, None, 64)
+    """
+
+    def build(self, input_shape):
+        _check_image_shape(input_shape, "AttentionChannelFusion")
+        self.spatial_kernel = self.add_weight(name="spatial_kernel", shape=(1, 3, 3, 1, 1),
+                                              initializer="glorot_uniform")
+        self.spatial_bias = self.add_weight(name="spatial_bias", shape=(), initializer="zeros")
+        self.channel_kernel = self.add_weight(name="channel_kernel", shape=(3, 1, 1, 1, 1),
+                                              initializer="glorot_uniform")
+        self.channel_bias = self.add_weight(name="channel_bias", shape=(), initializer="zeros")
+        self.alpha = self.add_weight(name="alpha", shape=(), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        dtype = inputs.dtype
+        channels = inputs.shape[-1]
+        # A kernel shared by all channels is a depthwise conv with the kernel tiled.
+        k = tf.cast(tf.reshape(self.spatial_kernel, [3, 3, 1, 1]), dtype)
+        y = tf.nn.depthwise_conv2d(inputs, tf.tile(k, [1, 1, channels, 1]), [1, 1, 1, 1],
+                                   "SAME") + tf.cast(self.spatial_bias, dtype)
+        # Cross-correlation along channels: out[c] = sum_d w[d] * y[c + d - 1].
+        w = tf.cast(tf.reshape(self.channel_kernel, [3]), dtype)
+        padded = tf.pad(y, [[0, 0], [0, 0], [0, 0], [1, 1]])
+        z = (w[0] * padded[..., :channels] + w[1] * y + w[2] * padded[..., 2:]
+             + tf.cast(self.channel_bias, dtype))
+        return inputs + tf.cast(self.alpha, dtype) * tf.sigmoid(z) * inputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)

@@ -1,0 +1,152 @@
+"""LMFN: lightweight multi-information fusion network (Zhang et al.)."""
+
+from __future__ import annotations
+
+import keras
+
+from tfdeblur.layers.attention_fusion import AttentionChannelFusion, AttentionLayerFusion
+from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock, UpsampleAdd
+from tfdeblur.layers.rfdb import ESA_MIN_SIZE, ResidualFeatureDistillationBlock
+from tfdeblur.models import register
+from tfdeblur.models._padding import CropTo, PadToMultiple
+from tfdeblur.ops._loader import IMPLEMENTATIONS
+
+PAPER_PARAMETERS = 1_250_000
+
+
+def min_image_size(num_scales: int = 4) -> int:
+    """Smallest height and width LMFN accepts with ``num_scales`` down-blocks.
+
+    Inputs are reflect-padded to a multiple of ``2**num_scales``; the decoder
+    runs at half the padded size and its spatial attention needs 15 pixels
+    there. With the paper's four scales this is 17 (padded to 32).
+    """
+    multiple = 2 ** num_scales
+    n = multiple
+    while (-(-n // multiple) * multiple) // 2 < ESA_MIN_SIZE:
+        n += 1
+    return n
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"lmfn: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@register("lmfn")
+def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
+         global_residual: bool = True, implementation: str = "auto",
+         input_shape: tuple = (None, None, 3), name: str = "lmfn") -> keras.Model:
+    """Builds LMFN, the lightweight multi-information fusion deblurring network.
+
+    Zhang, Liu, Li, Qi, Xu, Kong, Wang, "Image deblurring based on lightweight
+    multi-information fusion network" (sec. 3, Fig. 1). The defaults are the
+    paper's configuration, 1,278,748 parameters (paper: 1.25 M).
+
+    Encoder (multi-scale hierarchical fusion, MSHF): a 3x3 conv to ``width``
+    channels, then ``num_scales`` times a :class:`DownBlock` and a
+    :class:`ResidualBlock`, giving features at 1/2 ... 1/2**num_scales; from the
+    smallest up, each is bilinearly up-sampled to the next larger one and
+    added to it (:class:`UpsampleAdd`), ending in one fused feature at 1/2
+    resolution.
+
+    Decoder (multi-feature fusion distillation, MFFD), at 1/2 resolution:
+    ``num_blocks`` chained :class:`ResidualFeatureDistillationBlock`;
+    :class:`AttentionLayerFusion` over all their outputs and
+    :class:`AttentionChannelFusion` over the last one; the two concatenated and
+    fused by a 1x1 conv + LeakyReLU(0.05) and a 3x3 conv, plus the encoder's
+    fused feature; a 3x3 conv to ``4 * channels`` and a :class:`PixelShuffle`
+    back to full resolution.
+
+    Choices where the paper is silent (all from the works it builds on):
+    down-blocks as in EDVR's pyramid (strided 3x3 conv + 3x3 conv, LeakyReLU
+    0.1); residual blocks as DeepDeblur's but 3x3 (its 5x5 would give 1.80 M
+    parameters); bilinear up-sampling in the encoder; the decoder tail
+    (1x1 fusion, 3x3 conv with a skip, pixel-shuffle reconstruction) as in
+    RFDN, whose blocks LMFN uses; ALFM and ACFM outputs concatenated before the
+    fusion conv, as HAN does with its layer and channel-spatial attention; a
+    global residual (output = input + reconstruction), as in most deblurring
+    networks; Keras' default initialisation (Glorot uniform, zero biases).
+    Note the paper's Table 4 reports ~0.03 M per extra RFDB, which would mean
+    narrower blocks than the 64 channels its text gives the features; here
+    one 64-channel RFDB has 0.155 M parameters. A 1280x720 frame costs 423
+    GFLOPs (convolutions and matrix products, ``benchmarks/bench_models.py``),
+    mostly in the RFDBs and ALFM at half resolution; the paper's 0.019 s on an
+    RTX 2080 Ti (13.4 TFLOPS) would need fewer, so its timing may be for
+    smaller frames or a different decoder resolution.
+
+    Any input size: the image is reflect-padded to a multiple of
+    ``2**num_scales`` and the output cropped back. Height and width must be at
+    least :func:`min_image_size` (17 with four scales); smaller inputs raise
+    an error stating the minimum. Any batch size, float inputs in [0, 1]; the
+    output is not clipped.
+
+    Args:
+        width: feature channels throughout (paper: 64). With the default block
+            widths (``width // 2`` distilled, ``width // 4`` in the attention)
+            it must be at least 4.
+        num_scales: number of down-blocks (paper: 4); the padding multiple is
+            ``2**num_scales``.
+        num_blocks: number of RFDBs in the decoder (paper: 4).
+        global_residual: add the input to the reconstruction.
+        implementation: ``"auto" | "compiled" | "portable"``, accepted so that
+            all models share one interface; LMFN uses only stock TensorFlow
+            ops, so all three build the same network.
+        input_shape: ``(H, W, C)``; ``None`` sides accept any size. The output
+            has ``C`` channels as well.
+        name: model name.
+
+    Returns:
+        A functional ``keras.Model`` mapping ``[N, H, W, C]`` to ``[N, H, W, C]``.
+
+    Example:
+        >>> model = lmfn()                       # the paper's network
+        >>> small = lmfn(width=16, num_blocks=2) # a small variant for CPU
+        >>> small(np.zeros((1, 40, 50, 3), "float32")).shape
+        TensorShape([1, 40, 50, 3])
+    """
+    width = _check_int(width, "width", 4)
+    num_scales = _check_int(num_scales, "num_scales", 1)
+    num_blocks = _check_int(num_blocks, "num_blocks", 1)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"lmfn: implementation must be one of {IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
+    if len(input_shape) != 3 or input_shape[-1] is None:
+        raise ValueError(f"lmfn: input_shape must be (H, W, C) with C known, got {input_shape!r}")
+    channels = int(input_shape[-1])
+
+    inputs = keras.Input(shape=tuple(input_shape), name="blurry")
+    x = PadToMultiple(2 ** num_scales, min_image_size(num_scales), model_name="lmfn",
+                      name="pad")(inputs)
+
+    # MSHF encoder.
+    h = keras.layers.Conv2D(width, 3, padding="same", name="shallow_conv")(x)
+    scales = []
+    for i in range(1, num_scales + 1):
+        h = DownBlock(width, name=f"down{i}")(h)
+        h = ResidualBlock(name=f"res{i}")(h)
+        scales.append(h)
+    fused = scales[-1]
+    for i in range(num_scales - 1, 0, -1):
+        fused = UpsampleAdd(name=f"fuse{i}")([fused, scales[i - 1]])
+
+    # MFFD decoder.
+    block_outputs = []
+    d = fused
+    for i in range(1, num_blocks + 1):
+        d = ResidualFeatureDistillationBlock(name=f"rfdb{i}")(d)
+        block_outputs.append(d)
+    layer_fused = AttentionLayerFusion(name="alfm")(block_outputs)
+    channel_fused = AttentionChannelFusion(name="acfm")(block_outputs[-1])
+    d = keras.layers.Concatenate(name="attention_concat")([layer_fused, channel_fused])
+    d = keras.layers.Conv2D(width, 1, name="fusion_conv")(d)
+    d = keras.layers.LeakyReLU(negative_slope=0.05, name="fusion_act")(d)
+    d = keras.layers.Conv2D(width, 3, padding="same", name="decoder_conv")(d)
+    d = keras.layers.Add(name="decoder_skip")([d, fused])
+    d = keras.layers.Conv2D(channels * 4, 3, padding="same", name="reconstruction_conv")(d)
+    out = PixelShuffle(2, name="pixel_shuffle")(d)
+    if global_residual:
+        out = keras.layers.Add(name="global_residual")([x, out])
+    out = CropTo(name="crop")([out, inputs])
+    return keras.Model(inputs, out, name=name)
