@@ -1,5 +1,10 @@
 """Keras layers of tfdeblur (all registered for ``.keras`` serialisation)."""
 
 from tfdeblur.layers.spatial_rnn import SpatialRNN
+from tfdeblur.layers.svrnn_blocks import (
+    BilinearUpsampling2x,
+    RNNDeconvolution,
+    WeightGenerationNetwork,
+)
 
-__all__ = ["SpatialRNN"]
+__all__ = ["BilinearUpsampling2x", "RNNDeconvolution", "SpatialRNN", "WeightGenerationNetwork"]

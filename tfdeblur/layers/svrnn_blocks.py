@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.spatial_rnn import SpatialRNN
 
 # conv3-conv11 of the weight-generation network are VGG16's first nine convs:
@@ -30,14 +31,57 @@ VGG16_ENCODER_LAYERS = ("block1_conv1", "block1_conv2", "block2_conv1", "block2_
 _CAFFE_TO_SPATIAL_RNN = (0, 2, 1, 3)
 
 
-def _resize_to(x: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
-    """Bilinear resize of ``x`` to ``reference``'s height and width.
+def _upsample2x(x: tf.Tensor, axis: int) -> tf.Tensor:
+    """Bilinear x2 upsampling along ``axis`` (half-pixel centres, edge clamped).
 
-    With even sides this is exactly a x2 bilinear upsampling; resizing to the
-    skip connection's size (rather than x2) keeps odd sides consistent.
+    Equal to ``tf.image.resize`` to twice the size, written out because that
+    op computes in float32 whatever the input dtype.
     """
-    y = tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
-    return tf.cast(y, x.dtype)
+    n = tf.shape(x)[axis]
+    prev = tf.concat([tf.gather(x, [0], axis=axis), tf.gather(x, tf.range(n - 1), axis=axis)],
+                     axis=axis)
+    nxt = tf.concat([tf.gather(x, tf.range(1, n), axis=axis), tf.gather(x, [n - 1], axis=axis)],
+                    axis=axis)
+    y = tf.stack([0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt], axis=axis + 1)
+    shape = tf.shape(x)
+    new_shape = tf.tensor_scatter_nd_update(shape, [[axis]], [2 * n])
+    return tf.reshape(y, new_shape)
+
+
+def _upsample_to(x: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+    """Bilinear x2 upsampling of ``x``, cropped to ``reference``'s height and width.
+
+    Max pooling pads odd sides at the bottom/right, so cropping the extra
+    row/column keeps the upsampled grid aligned with the skip's pixels.
+    """
+    y = _upsample2x(_upsample2x(x, 1), 2)
+    shape = tf.shape(reference)
+    return y[:, : shape[1], : shape[2], :]
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class BilinearUpsampling2x(keras.layers.Layer):
+    """Bilinear x2 upsampling (half-pixel centres), the "resize" of Zhang et al. 2018, Table 1.
+
+    Same values as ``keras.layers.UpSampling2D(2, interpolation="bilinear")``
+    but written with shape-agnostic ops: that layer cannot run in a graph
+    whose height and width are unknown (a SavedModel for any image size),
+    and ``tf.image.resize`` computes in float32 whatever the input dtype.
+
+    Input: ``[N, H, W, C]``. Output: ``[N, 2H, 2W, C]``.
+
+    Example:
+        >>> BilinearUpsampling2x()(tf.zeros([1, 3, 5, 8])).shape
+        TensorShape([1, 6, 10, 8])
+    """
+
+    def call(self, x):
+        return _upsample2x(_upsample2x(x, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        def up(n):
+            return None if n is None else 2 * n
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
 
 
 def _check_image_input(input_shape, layer: str, channels: int | None = None) -> None:
@@ -64,9 +108,9 @@ class WeightGenerationNetwork(keras.layers.Layer):
     paper has w = 64 (VGG16's widths, required for VGG16 initialisation,
     see :func:`tfdeblur.models.vgg16_init.init_from_vgg16`) and 512 gate
     channels (4 RNNs x 4 directions x 32). The sub-layers are attributes
-    ``conv3`` ... ``conv16``. Max pooling uses "same" padding and upsampling
-    resizes to the skip's size, so odd sides work (the output then has
-    ``ceil(H / 2)`` x ``ceil(W / 2)`` pixels).
+    ``conv3`` ... ``conv16``. Max pooling uses "same" padding and the x2
+    upsamplings are cropped to the skip's size, so odd sides work (the
+    output then has ``ceil(H / 2)`` x ``ceil(W / 2)`` pixels).
 
     Args:
         width: channels of conv3 (``w`` above).
@@ -126,7 +170,7 @@ class WeightGenerationNetwork(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, image):
-        x = image
+        x = pad_empty_batch(image)
         skips = {}
         for name, _, pool in _ENCODER:
             if pool:
@@ -134,10 +178,10 @@ class WeightGenerationNetwork(keras.layers.Layer):
             x = getattr(self, name)(x)
             skips[name] = x
         x = self.conv12(x)
-        x = self.conv13(tf.concat([skips["conv8"], _resize_to(x, skips["conv8"])], axis=-1))
+        x = self.conv13(tf.concat([skips["conv8"], _upsample_to(x, skips["conv8"])], axis=-1))
         x = self.conv14(x)
-        x = self.conv15(tf.concat([skips["conv6"], _resize_to(x, skips["conv6"])], axis=-1))
-        return self.conv16(x)
+        x = self.conv15(tf.concat([skips["conv6"], _upsample_to(x, skips["conv6"])], axis=-1))
+        return take_batch(self.conv16(x), tf.shape(image)[0])
 
     def compute_output_shape(self, input_shape):
         def half(n):
@@ -152,7 +196,7 @@ class WeightGenerationNetwork(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class RNNDeconvolution(keras.layers.Layer):
-    """SVRNN's RNN-deconvolution stage: spatial RNNs with fusion convs (Zhang et al. 2018, sec. 3.2).
+    """SVRNN's RNN-deconvolution stage, RNNs + fusion convs (Zhang et al. 2018, sec. 3.2).
 
     ``num_rnns`` times: a four-direction spatially variant RNN
     (:class:`~tfdeblur.layers.SpatialRNN`) on the current features with its
@@ -256,11 +300,14 @@ class RNNDeconvolution(keras.layers.Layer):
         return out
 
     def call(self, inputs):
-        x, gates = inputs
-        for rnn, fusion, g in zip(self.rnns, self.fusions, self._gate_slices(gates)):
+        features, gates = inputs
+        x, gates = pad_empty_batch(features), pad_empty_batch(gates)
+        for rnn, fusion, g in zip(self.rnns, self.fusions, self._gate_slices(gates),
+                                  strict=True):
             x = fusion(rnn([x, g]))
-            x = tf.nn.leaky_relu(x, alpha=self.negative_slope)
-        return x
+            # Not tf.nn.leaky_relu: its alpha is a float32 attribute.
+            x = tf.where(x >= 0, x, self.negative_slope * x)
+        return take_batch(x, tf.shape(features)[0])
 
     def compute_output_shape(self, input_shape):
         feat = input_shape[0]

@@ -30,7 +30,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, **config):
+def build(name: str, /, **config):
     """Builds a registered network (a ``keras.Model``) by name."""
     _import_all()
     if name not in _REGISTRY:

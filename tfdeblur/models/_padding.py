@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfdeblur.layers._empty_batch import pad_empty_batch
+
 
 def check_min_size(x: tf.Tensor, min_size: int, model: str) -> None:
     """Raises ValueError when a statically known side is below ``min_size``."""
@@ -49,7 +51,9 @@ class PadToMultiple(keras.layers.Layer):
             m = self.multiple
             ph = (m - h % m) % m
             pw = (m - w % m) % m
-            return tf.pad(x, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="REFLECT")
+            # (MirrorPad rejects an empty batch, so the batch is padded first.)
+            return tf.pad(pad_empty_batch(x), [[0, 0], [0, ph], [0, pw], [0, 0]],
+                          mode="REFLECT")
 
     def compute_output_shape(self, input_shape):
         def up(n):
@@ -63,13 +67,13 @@ class PadToMultiple(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class CropTo(keras.layers.Layer):
-    """Crops ``inputs[0]`` to the height and width of ``inputs[1]`` (top-left)."""
+    """Crops ``inputs[0]`` to the batch, height and width of ``inputs[1]`` (top-left)."""
 
     def call(self, inputs):
         x, reference = inputs
         shape = tf.shape(reference)
-        return x[:, : shape[1], : shape[2], :]
+        return x[: shape[0], : shape[1], : shape[2]]
 
     def compute_output_shape(self, input_shape):
         x, ref = input_shape
-        return (x[0], ref[1], ref[2], x[3])
+        return (ref[0], ref[1], ref[2], *x[3:])

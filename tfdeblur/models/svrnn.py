@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import keras
 
-from tfdeblur.layers.svrnn_blocks import RNNDeconvolution, WeightGenerationNetwork
+from tfdeblur.layers.svrnn_blocks import (
+    BilinearUpsampling2x,
+    RNNDeconvolution,
+    WeightGenerationNetwork,
+)
 from tfdeblur.models import register
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
@@ -108,7 +112,7 @@ def svrnn(width: int = 32,
 
     y = keras.layers.Concatenate(name="concat_conv2")([conv2, rnn])
     y = lrelu("conv21_lrelu")(conv(half, 9, name="conv21")(y))
-    y = keras.layers.UpSampling2D(2, interpolation="bilinear", name="resize1")(y)
+    y = BilinearUpsampling2x(name="resize1")(y)
     y = keras.layers.Concatenate(name="concat_conv1")([conv1, y])
     y = conv(3, 5, name="conv22")(y)
     out = CropTo(name="crop")([y, image])

@@ -3,9 +3,9 @@
 Zhang et al. (CVPR 2018, sec. 3.3) fine-tune conv3-conv11 of the weight
 generation network from the first nine convolutions of VGG16. Weights are
 never downloaded here: the caller gives the path of a Keras VGG16 weights
-file (``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` or the
-with-top file, or any file ``keras.applications.VGG16(...).load_weights``
-accepts); without one the layers keep their Xavier initialisation.
+file without the dense top (``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``
+or a ``.weights.h5`` saved from ``keras.applications.VGG16(include_top=False)``);
+without one the layers keep their Xavier initialisation.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def load_vgg16_convs(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarr
     """Kernels and biases of VGG16's first nine convolutions from a local file.
 
     Args:
-        path: a Keras VGG16 weights file, without top (preferred) or with it.
+        path: a Keras VGG16 weights file without the dense top (what
+            ``keras.applications.VGG16(include_top=False).load_weights``
+            reads, e.g. ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``).
 
     Returns:
         Nine ``(kernel [3, 3, Cin, Cout], bias [Cout])`` pairs, block1_conv1
@@ -41,20 +43,14 @@ def load_vgg16_convs(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarr
     if not os.path.isfile(path):
         raise FileNotFoundError(f"vgg16_weights: no file at {path!r} (weights are never "
                                 "downloaded: give the path of a local Keras VGG16 weights file)")
-    errors = []
-    # The notop file fits include_top=False; the full file only the model with
-    # its dense head (whose first nine convs are the same).
-    for include_top, shape in ((False, (None, None, 3)), (True, (224, 224, 3))):
-        try:
-            vgg = keras.applications.VGG16(weights=path, include_top=include_top,
-                                           input_shape=shape)
-        except Exception as e:  # Keras raises many types for a foreign file
-            errors.append(f"include_top={include_top}: {type(e).__name__}: {e}")
-            continue
-        return [tuple(np.asarray(w) for w in vgg.get_layer(n).get_weights())
-                for n in VGG16_ENCODER_LAYERS]
-    raise ValueError(f"vgg16_weights: {path!r} is not a Keras VGG16 weights file; "
-                     + "; ".join(errors))
+    try:
+        vgg = keras.applications.VGG16(weights=path, include_top=False,
+                                       input_shape=(None, None, 3))
+    except Exception as e:  # Keras raises several types for a foreign file
+        raise ValueError(f"vgg16_weights: could not load {path!r} into Keras's VGG16 without "
+                         f"top (include_top=False): {type(e).__name__}: {e}") from e
+    return [tuple(np.asarray(w) for w in vgg.get_layer(n).get_weights())
+            for n in VGG16_ENCODER_LAYERS]
 
 
 def init_from_vgg16(target, path: str | os.PathLike,
@@ -106,7 +102,7 @@ def init_from_vgg16(target, path: str | os.PathLike,
         raise ValueError("init_from_vgg16: VGG16 initialisation needs 3-channel (RGB) input, "
                          f"got {layer.conv3.kernel.shape[2]} channels")
     convs = load_vgg16_convs(path)
-    for (name, _, _), (kernel, bias) in zip(_ENCODER, convs):
+    for (name, _, _), (kernel, bias) in zip(_ENCODER, convs, strict=True):
         if name == "conv3" and match_preprocessing:
             bias = bias - np.einsum("hwco,c->o", kernel.astype(np.float64), VGG16_BGR_MEAN)
             kernel = 255.0 * kernel[:, :, ::-1, :]
