@@ -1,5 +1,6 @@
 """Keras layers of tfdeblur (all registered for ``.keras`` serialisation)."""
 
+from tfdeblur.layers.deform_conv import ModulatedDeformConv2D
 from tfdeblur.layers.spatial_rnn import SpatialRNN
 from tfdeblur.layers.svrnn_blocks import (
     BilinearUpsampling2x,
@@ -7,4 +8,10 @@ from tfdeblur.layers.svrnn_blocks import (
     WeightGenerationNetwork,
 )
 
-__all__ = ["BilinearUpsampling2x", "RNNDeconvolution", "SpatialRNN", "WeightGenerationNetwork"]
+__all__ = [
+    "BilinearUpsampling2x",
+    "ModulatedDeformConv2D",
+    "RNNDeconvolution",
+    "SpatialRNN",
+    "WeightGenerationNetwork",
+]
