@@ -239,3 +239,42 @@ def svrnn(image, weights, slope=0.1):
     y = resize_bilinear(y, 2 * y.shape[1], 2 * y.shape[2])
     y = conv2d(np.concatenate([c1, y], -1), *weights["conv22"])
     return y[:, :h, :w]
+
+
+def dilated_backbone(image, w, width, rates, convs_per_rate):
+    """SVDN backbone; ``w`` maps sub-layer names to their weight tuples."""
+    x = prelu(conv2d(image, *w["conv_in"]), *w["prelu_in"])
+    x = prelu(conv2d(x, *w["conv_down"], stride=2), *w["prelu_down"])
+    outs = [x]
+    for d in rates:
+        for j in range(convs_per_rate):
+            x = prelu(conv2d(x, *w[f"conv_d{d}_{j + 1}"], dilation=d), *w[f"prelu_d{d}_{j + 1}"])
+        outs.append(x)
+    f = prelu(conv2d(np.concatenate(outs, -1), *w["fusion"]), *w["prelu_fusion"])
+    return f[..., :width], f[..., width:]
+
+
+def feature_deconvolution(blur, content, w, taps):
+    """SVDN neck (eqs. 4-5): returns (features, DCN1 positions)."""
+    ow1 = conv2d(blur, *w["ow1_conv"])
+    hidden = prelu(conv2d(prelu(ow1, *w["ow1_prelu"]), *w["ow2_hidden"]), *w["ow2_prelu"])
+    ow2 = conv2d(hidden, *w["ow2_conv"])
+    y, pos = modulated_deform_conv(content, ow1[..., :2 * taps], sigmoid(ow1[..., 2 * taps:]),
+                                   *w["dcn1"])
+    y = prelu(y, *w["dcn1_prelu"])
+    y, _ = modulated_deform_conv(y, ow2[..., :2 * taps], sigmoid(ow2[..., 2 * taps:]), *w["dcn2"])
+    return prelu(y, *w["dcn2_prelu"]), pos
+
+
+def reconstruction_head(x, w):
+    y = prelu(conv2d_transpose(x, *w["upsample"]), *w["prelu"])
+    return conv2d(y, *w["reconstruct"])
+
+
+def svdn(image, w, width, rates=(1, 2, 4), convs_per_rate=1, taps=25):
+    """Whole SVDN; ``w`` has "backbone", "neck", "head" weight dicts."""
+    h, wd = image.shape[1:3]
+    x = reflect_pad_to_multiple(np.asarray(image, np.float64), 2)
+    blur, content = dilated_backbone(x, w["backbone"], width, rates, convs_per_rate)
+    feat, pos = feature_deconvolution(blur, content, w["neck"], taps)
+    return (x + reconstruction_head(feat, w["head"]))[:, :h, :wd], pos
