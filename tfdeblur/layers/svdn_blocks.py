@@ -299,7 +299,7 @@ class FeatureDeconvolution(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class ReconstructionHead(keras.layers.Layer):
-    """SVDN's head: transposed-conv x2 upsampling and RGB reconstruction (Yuan et al. 2020, sec. 3.1).
+    """SVDN's head: transposed-conv x2 upsampling, RGB reconstruction (Yuan et al. 2020, sec. 3.1).
 
     ``Conv2DTranspose(filters, 4, strides=2, "same")`` + PReLU, then a 3x3
     conv to ``out_channels``, no activation. The output is the residual
