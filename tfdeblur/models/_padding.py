@@ -5,8 +5,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfdeblur.layers._empty_batch import pad_empty_batch
-
 
 def check_min_size(x: tf.Tensor, min_size: int, model: str) -> None:
     """Raises ValueError when a statically known side is below ``min_size``."""
@@ -17,6 +15,21 @@ def check_min_size(x: tf.Tensor, min_size: int, model: str) -> None:
                              f"got {n} (input shape {tuple(x.shape)})")
 
 
+def _reflect_pad_end(x: tf.Tensor, pad, axis: int) -> tf.Tensor:
+    """Reflect-pads ``pad`` (< side) entries after the end of ``axis``.
+
+    Written with slices rather than ``tf.pad(mode="REFLECT")``, whose kernel
+    rejects an empty batch (it requires every padding, even 0, to be smaller
+    than its dimension).
+    """
+    n = tf.shape(x)[axis]
+    begin = [0, 0, 0, 0]
+    size = [-1, -1, -1, -1]
+    begin[axis] = n - 1 - pad
+    size[axis] = pad
+    return tf.concat([x, tf.reverse(tf.slice(x, begin, size), [axis])], axis=axis)
+
+
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class PadToMultiple(keras.layers.Layer):
     """Reflect-pads height and width up to a multiple of ``multiple``.
@@ -25,8 +38,12 @@ class PadToMultiple(keras.layers.Layer):
     run time) with a message stating the minimum. Reflect padding needs
     ``pad < side``, which ``min_size >= multiple`` guarantees.
 
-    Input: ``[N, H, W, C]``. Output: ``[N, H', W', C]`` with ``H' = ceil(H /
-    multiple) * multiple`` (same for W). Pair with :class:`CropTo`.
+    An empty batch (``N = 0``) gets one zero image appended: TensorFlow's
+    oneDNN convolutions return a wrongly shaped result for an empty batch, so
+    the network must not see one. :class:`CropTo` removes it again.
+
+    Input: ``[N, H, W, C]``. Output: ``[max(N, 1), H', W', C]`` with ``H' =
+    ceil(H / multiple) * multiple`` (same for W). Pair with :class:`CropTo`.
     """
 
     def __init__(self, multiple: int, min_size: int, model_name: str = "model", **kwargs):
@@ -51,14 +68,19 @@ class PadToMultiple(keras.layers.Layer):
             m = self.multiple
             ph = (m - h % m) % m
             pw = (m - w % m) % m
-            # (MirrorPad rejects an empty batch, so the batch is padded first.)
-            return tf.pad(pad_empty_batch(x), [[0, 0], [0, ph], [0, pw], [0, 0]],
-                          mode="REFLECT")
+            x = _reflect_pad_end(_reflect_pad_end(x, ph, axis=1), pw, axis=2)
+        if x.shape[0] is not None and x.shape[0] > 0:
+            return x
+        n = tf.shape(x)[0]
+        dummy = tf.zeros(tf.concat([[tf.maximum(1 - n, 0)], tf.shape(x)[1:]], 0), x.dtype)
+        return tf.concat([x, dummy], axis=0)
 
     def compute_output_shape(self, input_shape):
         def up(n):
             return None if n is None else -(-n // self.multiple) * self.multiple
-        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+        n = input_shape[0]
+        return (None if n is None else max(n, 1), up(input_shape[1]), up(input_shape[2]),
+                input_shape[3])
 
     def get_config(self):
         return {**super().get_config(), "multiple": self.multiple, "min_size": self.min_size,
@@ -72,8 +94,8 @@ class CropTo(keras.layers.Layer):
     def call(self, inputs):
         x, reference = inputs
         shape = tf.shape(reference)
-        return x[: shape[0], : shape[1], : shape[2]]
+        return x[: shape[0], : shape[1], : shape[2], :]
 
     def compute_output_shape(self, input_shape):
         x, ref = input_shape
-        return (ref[0], ref[1], ref[2], *x[3:])
+        return (ref[0], ref[1], ref[2], x[3])
