@@ -91,8 +91,19 @@ def cuda_arch_flags(version: tuple[int, int]) -> list[str]:
     return flags
 
 
-def cuda_home(nvcc: str) -> str:
-    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+def cuda_lib_dirs(nvcc: str) -> list[str]:
+    """Folders that may hold libcudart_static.a for this nvcc."""
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+             os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "/usr/local/cuda"]
+    dirs = []
+    for home in filter(None, homes):
+        for sub in ("lib64", "lib", "targets/x86_64-linux/lib"):
+            d = os.path.join(home, sub)
+            if os.path.isfile(os.path.join(d, "libcudart_static.a")) and d not in dirs:
+                dirs.append(d)
+    if not dirs:
+        raise RuntimeError(f"libcudart_static.a not found for {nvcc} (set CUDA_HOME)")
+    return dirs
 
 
 def _run(cmd: list[str]) -> None:
@@ -165,9 +176,7 @@ def build(out_dir: str, cuda: str = "auto", jobs: int | None = None) -> str:
                 obj = os.path.join(tmp, os.path.basename(src) + ".cu.o")
                 jobs_list.append((src, [nvcc, "-c", src, "-o", obj, *nvflags]))
                 objects.append(obj)
-            home = cuda_home(nvcc)
-            libdirs = [os.path.join(home, d) for d in ("lib64", "lib", "targets/x86_64-linux/lib")]
-            extra_link = [f"-L{d}" for d in libdirs if os.path.isdir(d)]
+            extra_link = [f"-L{d}" for d in cuda_lib_dirs(nvcc)]
             # Static runtime: the library then loads on machines without a CUDA
             # toolkit, and the GPU code talks to the driver directly.
             extra_link += ["-lcudart_static", "-ldl", "-lrt", "-lpthread"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
@@ -15,7 +16,10 @@ def as_float_tensor(value, name: str, dtype: tf.DType | None = None) -> tf.Tenso
             differs from ``dtype``.
     """
     try:
-        t = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
+        if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray, np.generic)):
+            t = tf.convert_to_tensor(value)  # keep its dtype: a hint would cast float64 down
+        else:
+            t = tf.convert_to_tensor(value, dtype_hint=dtype or tf.float32)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be a float tensor: {e}") from None
     if t.dtype not in FLOAT_DTYPES:

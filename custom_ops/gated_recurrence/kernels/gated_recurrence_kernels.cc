@@ -29,12 +29,62 @@ using GPUDevice = Eigen::GpuDevice;
 
 namespace {
 
+// Arithmetic type: float for the 16-bit types (their scans accumulate in
+// float, as on the GPU), the type itself otherwise.
+template <typename T> struct AccOf { using type = T; };
+template <> struct AccOf<Eigen::half> { using type = float; };
+template <> struct AccOf<Eigen::bfloat16> { using type = float; };
+
 bool IsHorizontal(int dir) { return dir == kLeftToRight || dir == kRightToLeft; }
 bool IsReverse(int dir) { return dir == kRightToLeft || dir == kBottomToTop; }
 
 // Pixels per column stripe in the vertical phase: enough contiguous floats per
 // step to vectorise well, small enough for many stripes per image.
 int64_t StripeWidth(int64_t c) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(c, 1)); }
+
+// One scan step over C channels. The pointers never overlap (different
+// pixels or tensors); saying so with __restrict lets GCC vectorise without
+// run-time alias checks, which it otherwise gives up on (7 pointers).
+template <typename T>
+inline void ForwardStep(int64_t C, const T* __restrict xp, const T* __restrict gp,
+                        const T* __restrict hp, T* __restrict yp) {
+  using A = typename AccOf<T>::type;
+  if (hp == nullptr) {
+    for (int64_t c = 0; c < C; ++c) yp[c] = T((A(1) - A(gp[c])) * A(xp[c]));
+  } else {
+    for (int64_t c = 0; c < C; ++c)
+      yp[c] = T((A(1) - A(gp[c])) * A(xp[c]) + A(gp[c]) * A(hp[c]));
+  }
+}
+
+// dh = dy + carry; dx (+)= (1 - g) dh; dg = dh (h_prev - x); carry = g dh.
+template <typename T, bool kAccumulate, bool kHasPrev>
+inline void BackwardStepImpl(int64_t C, const T* __restrict xp, const T* __restrict gp,
+                             const T* __restrict dyp, const T* __restrict hp,
+                             T* __restrict dxp, T* __restrict dgp,
+                             typename AccOf<T>::type* __restrict carry) {
+  using A = typename AccOf<T>::type;
+  for (int64_t c = 0; c < C; ++c) {
+    const A gv = A(gp[c]);
+    const A dh = A(dyp[c]) + carry[c];
+    const A dxv = (A(1) - gv) * dh;
+    dxp[c] = T(kAccumulate ? A(dxp[c]) + dxv : dxv);
+    dgp[c] = T(dh * ((kHasPrev ? A(hp[c]) : A(0)) - A(xp[c])));
+    carry[c] = gv * dh;
+  }
+}
+
+template <typename T>
+inline void BackwardStep(int64_t C, bool accumulate, const T* xp, const T* gp, const T* dyp,
+                         const T* hp, T* dxp, T* dgp, typename AccOf<T>::type* carry) {
+  if (accumulate) {
+    if (hp) BackwardStepImpl<T, true, true>(C, xp, gp, dyp, hp, dxp, dgp, carry);
+    else BackwardStepImpl<T, true, false>(C, xp, gp, dyp, hp, dxp, dgp, carry);
+  } else {
+    if (hp) BackwardStepImpl<T, false, true>(C, xp, gp, dyp, hp, dxp, dgp, carry);
+    else BackwardStepImpl<T, false, false>(C, xp, gp, dyp, hp, dxp, dgp, carry);
+  }
+}
 
 // One horizontal scan of row `row` (flattened n*h index) for slot k.
 template <typename T>
@@ -51,11 +101,7 @@ void ForwardRow(const RecurrenceGeometry& g, int k, int64_t row, const T* x, con
     const T* xp = xr + t * C;
     const T* gp = gr + t * G;
     T* yp = yr + t * G;
-    if (prev == nullptr) {
-      for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c];
-    } else {
-      for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c] + gp[c] * prev[c];
-    }
+    ForwardStep(C, xp, gp, prev, yp);
     prev = yp;
   }
 }
@@ -73,12 +119,8 @@ void ForwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, in
       const T* xp = x + ((n * H + r) * W + p) * C;
       const T* gp = gate + ((n * H + r) * W + p) * G + k * C;
       T* yp = y + ((n * H + r) * W + p) * G + k * C;
-      if (s == 0) {
-        for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c];
-      } else {
-        const T* hp = y + ((n * H + rp) * W + p) * G + k * C;
-        for (int64_t c = 0; c < C; ++c) yp[c] = (T(1) - gp[c]) * xp[c] + gp[c] * hp[c];
-      }
+      const T* hp = s == 0 ? nullptr : y + ((n * H + rp) * W + p) * G + k * C;
+      ForwardStep(C, xp, gp, hp, yp);
     }
   }
 }
@@ -86,11 +128,13 @@ void ForwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, in
 // Backward of one horizontal scan. `carry` holds g[t+1] * dh[t+1] (C values).
 template <typename T>
 void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulate, const T* x,
-                 const T* gate, const T* y, const T* dy, T* dx, T* dgate, T* carry) {
+                 const T* gate, const T* y, const T* dy, T* dx, T* dgate,
+                 typename AccOf<T>::type* carry) {
+  using A = typename AccOf<T>::type;  // carry's type
   const int64_t C = g.c, W = g.w, G = g.slots() * C;
   const bool rev = IsReverse(g.directions[k]);
   const int64_t off_x = row * W * C, off_g = row * W * G + k * C;
-  std::fill(carry, carry + C, T(0));
+  std::fill(carry, carry + C, A(0));
   for (int64_t s = W - 1; s >= 0; --s) {
     const int64_t t = rev ? W - 1 - s : s;
     const T* xp = x + off_x + t * C;
@@ -99,13 +143,7 @@ void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulat
     T* dxp = dx + off_x + t * C;
     T* dgp = dgate + off_g + t * G;
     const T* hp = s > 0 ? y + off_g + (rev ? t + 1 : t - 1) * G : nullptr;
-    for (int64_t c = 0; c < C; ++c) {
-      const T dh = dyp[c] + carry[c];
-      const T dxv = (T(1) - gp[c]) * dh;
-      dxp[c] = accumulate ? dxp[c] + dxv : dxv;
-      dgp[c] = dh * ((hp ? hp[c] : T(0)) - xp[c]);
-      carry[c] = gp[c] * dh;
-    }
+    BackwardStep(C, accumulate, xp, gp, dyp, hp, dxp, dgp, carry);
   }
 }
 
@@ -113,10 +151,11 @@ void BackwardRow(const RecurrenceGeometry& g, int k, int64_t row, bool accumulat
 template <typename T>
 void BackwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, int64_t w1,
                     bool accumulate, const T* x, const T* gate, const T* y, const T* dy, T* dx,
-                    T* dgate, T* carry) {
+                    T* dgate, typename AccOf<T>::type* carry) {
+  using A = typename AccOf<T>::type;
   const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C;
   const bool rev = IsReverse(g.directions[k]);
-  std::fill(carry, carry + (w1 - w0) * C, T(0));
+  std::fill(carry, carry + (w1 - w0) * C, A(0));
   for (int64_t s = H - 1; s >= 0; --s) {
     const int64_t r = rev ? H - 1 - s : s;
     const int64_t rp = rev ? r + 1 : r - 1;
@@ -128,14 +167,8 @@ void BackwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, i
       T* dxp = dx + px * C;
       T* dgp = dgate + px * G + k * C;
       const T* hp = s > 0 ? y + ((n * H + rp) * W + p) * G + k * C : nullptr;
-      T* cp = carry + (p - w0) * C;
-      for (int64_t c = 0; c < C; ++c) {
-        const T dh = dyp[c] + cp[c];
-        const T dxv = (T(1) - gp[c]) * dh;
-        dxp[c] = accumulate ? dxp[c] + dxv : dxv;
-        dgp[c] = dh * ((hp ? hp[c] : T(0)) - xp[c]);
-        cp[c] = gp[c] * dh;
-      }
+      A* cp = carry + (p - w0) * C;
+      BackwardStep(C, accumulate, xp, gp, dyp, hp, dxp, dgp, cp);
     }
   }
 }
@@ -185,7 +218,7 @@ struct GatedRecurrenceBackward<CPUDevice, T> {
     if (!hk.empty()) {
       d.parallelFor(g.n * g.h, LineCost(g.w, g.c, sizeof(T), 3 * hk.size()),
                     [&](Eigen::Index begin, Eigen::Index end) {
-                      std::vector<T> carry(g.c);
+                      std::vector<typename AccOf<T>::type> carry(g.c);
                       for (Eigen::Index row = begin; row < end; ++row)
                         for (size_t i = 0; i < hk.size(); ++i)
                           BackwardRow(g, hk[i], row, i > 0, x, gate, y, dy, dx, dgate,
@@ -197,7 +230,7 @@ struct GatedRecurrenceBackward<CPUDevice, T> {
       const bool after_horizontal = !hk.empty();
       d.parallelFor(g.n * stripes, LineCost(g.h * sw, g.c, sizeof(T), 3 * vk.size()),
                     [&](Eigen::Index begin, Eigen::Index end) {
-                      std::vector<T> carry(sw * g.c);
+                      std::vector<typename AccOf<T>::type> carry(sw * g.c);
                       for (Eigen::Index u = begin; u < end; ++u) {
                         const int64_t n = u / stripes, w0 = (u % stripes) * sw;
                         const int64_t w1 = std::min(g.w, w0 + sw);
@@ -327,6 +360,8 @@ class GatedRecurrenceGradOp : public OpKernel {
   REGISTER_KERNEL_BUILDER(                                                                    \
       Name("TfDeblur>GatedRecurrenceGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
       GatedRecurrenceGradOp<CPUDevice, T>);
+REGISTER_CPU(Eigen::half);
+REGISTER_CPU(Eigen::bfloat16);
 REGISTER_CPU(float);
 REGISTER_CPU(double);
 #undef REGISTER_CPU
