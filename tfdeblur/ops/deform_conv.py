@@ -339,7 +339,12 @@ def modulated_deform_conv2d(x, offset, mask, kernel, bias=None, strides=1,
         x, offset, mask, kernel, bias, geo = _prepare(
             x, offset, mask, kernel, bias, strides, padding, dilation_rate, groups,
             deformable_groups)
-        if resolve_implementation(implementation) == "compiled":
+        impl = resolve_implementation(implementation)
+        if (impl == "compiled" and implementation == "auto"
+                and x.dtype in (tf.float16, tf.bfloat16)
+                and not tf.config.list_physical_devices("GPU")):
+            impl = "portable"  # half-precision kernels exist on GPU only
+        if impl == "compiled":
             lib = load_library()
             return lib.tf_deblur_modulated_deform_conv2d(
                 x=x, offset=offset, mask=mask, kernel=kernel,
