@@ -11,7 +11,7 @@ from tests.conftest import implementations
 from tests.layers import nets_reference as ref
 from tfdeblur.layers.svrnn_blocks import VGG16_ENCODER_LAYERS
 from tfdeblur.models.svrnn import MIN_SIZE
-from tfdeblur.models.vgg16_init import init_from_vgg16
+from tfdeblur.models.vgg16_init import init_from_vgg16, load_vgg16_convs
 
 TINY = dict(width=4, weight_width=2, num_rnns=2)
 
@@ -198,6 +198,17 @@ def test_vgg16_init_without_folding_copies_conv3(vgg16_file):
     init_from_vgg16(model, path, match_preprocessing=False)
     kernel, _ = model.get_layer("weight_generation").conv3.get_weights()
     np.testing.assert_array_equal(kernel, values["block1_conv1/kernel:0"])
+
+
+def test_vgg16_keras3_weights_file(tmp_path, rng):
+    vgg = keras.applications.VGG16(weights=None, include_top=False)
+    kernel = rng.normal(0, 0.05, vgg.get_layer("block3_conv2").kernel.shape).astype("float32")
+    vgg.get_layer("block3_conv2").kernel.assign(kernel)
+    path = str(tmp_path / "vgg16_notop.weights.h5")
+    vgg.save_weights(path)
+    convs = load_vgg16_convs(path)
+    assert [k.shape for k, _ in convs][0] == (3, 3, 3, 64) and len(convs) == 9
+    np.testing.assert_array_equal(convs[5][0], kernel)  # block3_conv2 -> conv8
 
 
 def test_vgg16_missing_or_bad_file_is_a_clear_error(tmp_path, vgg16_file):
