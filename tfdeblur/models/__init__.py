@@ -31,7 +31,11 @@ def available() -> list[str]:
 
 
 def build(name: str, /, **config):
-    """Builds a registered network (a ``keras.Model``) by name."""
+    """Builds a registered network (a ``keras.Model``) by name.
+
+    ``name`` is positional-only so that ``config`` may hold the builder's own
+    ``name=`` (the model's name).
+    """
     _import_all()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}")
