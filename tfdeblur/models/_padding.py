@@ -6,13 +6,17 @@ import keras
 import tensorflow as tf
 
 
-def check_min_size(x: tf.Tensor, min_size: int, model: str) -> None:
-    """Raises ValueError when a statically known side is below ``min_size``."""
-    h, w = x.shape[1], x.shape[2]
+def check_min_size(x, min_size: int, model: str) -> None:
+    """Raises ValueError when a statically known side is below ``min_size``.
+
+    ``x`` is a tensor or a shape.
+    """
+    shape = tuple(getattr(x, "shape", x))
+    h, w = shape[1], shape[2]
     for side, n in (("height", h), ("width", w)):
         if n is not None and n < min_size:
             raise ValueError(f"{model}: image {side} must be at least {min_size} pixels, "
-                             f"got {n} (input shape {tuple(x.shape)})")
+                             f"got {n} (input shape {shape})")
 
 
 def _reflect_pad_end(x: tf.Tensor, pad, axis: int) -> tf.Tensor:
@@ -53,6 +57,11 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
         self.min_size = int(max(min_size, multiple))
         self.model_name = model_name
+
+    def build(self, input_shape):
+        # A model built for a fixed too-small size fails here, at construction.
+        check_min_size(input_shape, self.min_size, self.model_name)
+        super().build(input_shape)
 
     def call(self, x):
         check_min_size(x, self.min_size, self.model_name)
