@@ -10,6 +10,7 @@ from tfdeblur.ops._loader import (
     compiled_available,
     compiled_unavailable_reason,
 )
+from tfdeblur.ops.deform_conv import deform_conv_sampling_positions, modulated_deform_conv2d
 from tfdeblur.ops.gated_recurrence import DIRECTIONS, gated_recurrence, spatial_rnn
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "build_info",
     "compiled_available",
     "compiled_unavailable_reason",
+    "deform_conv_sampling_positions",
     "gated_recurrence",
+    "modulated_deform_conv2d",
     "spatial_rnn",
 ]

@@ -1,0 +1,247 @@
+// Schema of the modulated deformable convolution (DCNv2), NHWC.
+// Contract: shared/design/OPS.md section 2 (Zhu et al. CVPR 2019; used by
+// Yuan et al. CVPR 2020, sec. 3.2). Same meaning as torchvision's
+// deform_conv2d with a mask:
+//
+//   y[n,i,j,o] = b[o] + sum_{g,ky,kx,c in g} w[ky,kx,c,o] * m[n,i,j,g*K+k]
+//                       * bilinear(x[n,:,:,c], py, px)
+//   py = i*sh - pad_top  + ky*dh + offset[n,i,j, 2*(g*K+k)]
+//   px = j*sw - pad_left + kx*dw + offset[n,i,j, 2*(g*K+k)+1]
+//
+// x [N,H,W,Cin], offset [N,Ho,Wo,2*G*K], mask [N,Ho,Wo,G*K] (used as given),
+// kernel [KH,KW,Cin/groups,Cout], bias [Cout] or [0] (no bias).
+
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace tfdeblur {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+namespace {
+
+constexpr char kOp[] = "ModulatedDeformConv2D: ";
+
+absl::Status RequireRank(InferenceContext* c, int index, int rank, const char* name,
+                         const char* layout, ShapeHandle* out) {
+  ShapeHandle s = c->input(index);
+  if (c->RankKnown(s) && c->Rank(s) != rank) {
+    return errors::InvalidArgument(kOp, name, " must be a rank-", rank, " ", layout,
+                                   " tensor, got shape ", c->DebugString(s));
+  }
+  return c->WithRank(s, rank, out);
+}
+
+absl::Status MergeOrFail(InferenceContext* c, DimensionHandle a, DimensionHandle b,
+                         const std::string& what, DimensionHandle* out) {
+  if (!c->Merge(a, b, out).ok()) {
+    return errors::InvalidArgument(kOp, what, ": expected ", c->DebugString(b), ", got ",
+                                   c->DebugString(a));
+  }
+  return absl::OkStatus();
+}
+
+struct Attrs {
+  std::vector<int32> strides, dilations, explicit_paddings;
+  std::string padding;
+  int64_t groups = 1, dgroups = 1;
+};
+
+absl::Status ReadAttrs(InferenceContext* c, Attrs* a) {
+  TF_RETURN_IF_ERROR(c->GetAttr("strides", &a->strides));
+  TF_RETURN_IF_ERROR(c->GetAttr("dilations", &a->dilations));
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &a->padding));
+  TF_RETURN_IF_ERROR(c->GetAttr("explicit_paddings", &a->explicit_paddings));
+  TF_RETURN_IF_ERROR(c->GetAttr("groups", &a->groups));
+  TF_RETURN_IF_ERROR(c->GetAttr("deformable_groups", &a->dgroups));
+  if (a->strides.size() != 2 || a->strides[0] < 1 || a->strides[1] < 1) {
+    return errors::InvalidArgument(kOp, "strides must be 2 positive ints");
+  }
+  if (a->dilations.size() != 2 || a->dilations[0] < 1 || a->dilations[1] < 1) {
+    return errors::InvalidArgument(kOp, "dilations must be 2 positive ints");
+  }
+  if (a->padding == "EXPLICIT") {
+    if (a->explicit_paddings.size() != 4) {
+      return errors::InvalidArgument(kOp, "padding EXPLICIT needs explicit_paddings = [top, "
+                                     "bottom, left, right], got ",
+                                     a->explicit_paddings.size(), " values");
+    }
+    for (int32 p : a->explicit_paddings) {
+      if (p < 0) return errors::InvalidArgument(kOp, "explicit_paddings must be >= 0");
+    }
+  } else if (!a->explicit_paddings.empty()) {
+    return errors::InvalidArgument(kOp, "explicit_paddings must be empty unless padding is "
+                                   "EXPLICIT");
+  }
+  return absl::OkStatus();
+}
+
+// Output length along one axis (-1 when the input length is unknown).
+absl::Status OutputLength(int64_t size, int64_t k, int64_t s, int64_t d, const Attrs& a,
+                          int axis, const char* side, int64_t* out) {
+  const int64_t eff = (k - 1) * d + 1;
+  int64_t len;
+  if (a.padding == "SAME") {
+    len = (size + s - 1) / s;
+  } else if (a.padding == "VALID") {
+    len = size >= eff ? (size - eff) / s + 1 : 0;
+  } else {
+    const int64_t padded = size + a.explicit_paddings[2 * axis] + a.explicit_paddings[2 * axis + 1];
+    len = padded >= eff ? (padded - eff) / s + 1 : 0;
+  }
+  if (size == 0) {
+    return errors::InvalidArgument(kOp, "x must have a non-empty ", side);
+  }
+  if (len < 1) {
+    return errors::InvalidArgument(kOp, "x's ", side, " (", size,
+                                   ") is too small for the kernel with this padding and "
+                                   "dilation: the output ", side, " would be empty");
+  }
+  *out = len;
+  return absl::OkStatus();
+}
+
+// Checks every input against x and the kernel; returns y's shape.
+absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
+  Attrs a;
+  TF_RETURN_IF_ERROR(ReadAttrs(c, &a));
+  ShapeHandle x, offset, mask, kernel, bias;
+  TF_RETURN_IF_ERROR(RequireRank(c, 0, 4, "x", "[N, H, W, Cin]", &x));
+  TF_RETURN_IF_ERROR(RequireRank(c, 1, 4, "offset", "[N, Ho, Wo, 2*G*KH*KW]", &offset));
+  TF_RETURN_IF_ERROR(RequireRank(c, 2, 4, "mask", "[N, Ho, Wo, G*KH*KW]", &mask));
+  TF_RETURN_IF_ERROR(RequireRank(c, 3, 4, "kernel", "[KH, KW, Cin/groups, Cout]", &kernel));
+  TF_RETURN_IF_ERROR(RequireRank(c, 4, 1, "bias", "[Cout] or [0]", &bias));
+
+  DimensionHandle n = c->Dim(x, 0);
+  DimensionHandle kh = c->Dim(kernel, 0), kw = c->Dim(kernel, 1);
+  DimensionHandle cin = c->Dim(x, 3), cout = c->Dim(kernel, 3);
+  if (c->ValueKnown(cin)) {
+    const int64_t ci = c->Value(cin);
+    if (ci % a.groups != 0) {
+      return errors::InvalidArgument(kOp, "groups (", a.groups,
+                                     ") must divide the input channels of x (", ci, ")");
+    }
+    if (ci % a.dgroups != 0) {
+      return errors::InvalidArgument(kOp, "deformable_groups (", a.dgroups,
+                                     ") must divide the input channels of x (", ci, ")");
+    }
+    DimensionHandle unused;
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(kernel, 2), c->MakeDim(ci / a.groups),
+                                   "kernel's dimension 2 must be Cin / groups", &unused));
+  }
+  if (c->ValueKnown(cout) && c->Value(cout) % a.groups != 0) {
+    return errors::InvalidArgument(kOp, "groups (", a.groups,
+                                   ") must divide the output channels of kernel (",
+                                   c->Value(cout), ")");
+  }
+  if (c->ValueKnown(c->Dim(bias, 0)) && c->Value(c->Dim(bias, 0)) != 0) {
+    DimensionHandle unused;
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(bias, 0), cout,
+                                   "bias must have Cout elements (or 0 for no bias)", &unused));
+  }
+
+  DimensionHandle ho = c->UnknownDim(), wo = c->UnknownDim();
+  if (c->ValueKnown(kh) && c->ValueKnown(kw)) {
+    const int64_t khv = c->Value(kh), kwv = c->Value(kw);
+    if (khv < 1 || kwv < 1) return errors::InvalidArgument(kOp, "kernel must not be empty");
+    const int64_t taps = a.dgroups * khv * kwv;
+    DimensionHandle unused;
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(offset, 3), c->MakeDim(2 * taps),
+                                   "offset channels must be 2 * deformable_groups * KH * KW",
+                                   &unused));
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(mask, 3), c->MakeDim(taps),
+                                   "mask channels must be deformable_groups * KH * KW",
+                                   &unused));
+    int64_t len;
+    if (c->ValueKnown(c->Dim(x, 1))) {
+      TF_RETURN_IF_ERROR(OutputLength(c->Value(c->Dim(x, 1)), khv, a.strides[0], a.dilations[0],
+                                      a, 0, "height", &len));
+      ho = c->MakeDim(len);
+    }
+    if (c->ValueKnown(c->Dim(x, 2))) {
+      TF_RETURN_IF_ERROR(OutputLength(c->Value(c->Dim(x, 2)), kwv, a.strides[1], a.dilations[1],
+                                      a, 1, "width", &len));
+      wo = c->MakeDim(len);
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    ShapeHandle t = i == 0 ? offset : mask;
+    const std::string name = i == 0 ? "offset" : "mask";
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(t, 0), n, name + " batch size must match x", &n));
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(t, 1), ho,
+                                   name + " height must be the output height", &ho));
+    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(t, 2), wo,
+                                   name + " width must be the output width", &wo));
+  }
+  *y_shape = c->MakeShape({n, ho, wo, cout});
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+#define TFDEBLUR_DCN_ATTRS                                          \
+  Attr("T: {half, bfloat16, float, double}")                        \
+      .Attr("strides: list(int) = [1, 1]")                          \
+      .Attr("dilations: list(int) = [1, 1]")                        \
+      .Attr("padding: {'SAME', 'VALID', 'EXPLICIT'} = 'SAME'")      \
+      .Attr("explicit_paddings: list(int) = []")                    \
+      .Attr("groups: int >= 1 = 1")                                 \
+      .Attr("deformable_groups: int >= 1 = 1")
+
+REGISTER_OP("TfDeblur>ModulatedDeformConv2D")
+    .Input("x: T")
+    .Input("offset: T")
+    .Input("mask: T")
+    .Input("kernel: T")
+    .Input("bias: T")
+    .Output("y: T")
+    .TFDEBLUR_DCN_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle y;
+      TF_RETURN_IF_ERROR(ForwardShape(c, &y));
+      c->set_output(0, y);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Modulated deformable 2-D convolution (DCNv2) in NHWC. padding SAME follows
+TensorFlow's rule (output ceil(H / stride), odd padding pixel at the bottom);
+EXPLICIT takes explicit_paddings = [top, bottom, left, right]. A bias of shape
+[0] means no bias.
+)doc");
+
+REGISTER_OP("TfDeblur>ModulatedDeformConv2DGrad")
+    .Input("x: T")
+    .Input("offset: T")
+    .Input("mask: T")
+    .Input("kernel: T")
+    .Input("bias: T")
+    .Input("dy: T")
+    .Output("dx: T")
+    .Output("doffset: T")
+    .Output("dmask: T")
+    .Output("dkernel: T")
+    .Output("dbias: T")
+    .TFDEBLUR_DCN_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle y, dy;
+      TF_RETURN_IF_ERROR(ForwardShape(c, &y));
+      if (!c->Merge(y, c->input(5), &dy).ok()) {
+        return errors::InvalidArgument(kOp, "dy must have the output's shape ",
+                                       c->DebugString(y), ", got ",
+                                       c->DebugString(c->input(5)));
+      }
+      for (int i = 0; i < 5; ++i) c->set_output(i, c->input(i));
+      return absl::OkStatus();
+    })
+    .Doc("Gradient of TfDeblur>ModulatedDeformConv2D with respect to all five inputs "
+         "(dbias is empty when bias is).");
+
+#undef TFDEBLUR_DCN_ATTRS
+
+}  // namespace tfdeblur
+}  // namespace tensorflow

@@ -1,0 +1,239 @@
+"""SVRNN model: paper configuration, reference forward, any size, Keras behaviour, VGG16 init."""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdeblur.models
+from tests.conftest import implementations
+from tests.layers import nets_reference as ref
+from tfdeblur.layers.svrnn_blocks import VGG16_ENCODER_LAYERS
+from tfdeblur.models.svrnn import MIN_SIZE
+from tfdeblur.models.vgg16_init import init_from_vgg16, load_vgg16_convs
+
+TINY = dict(width=4, weight_width=2, num_rnns=2)
+
+
+def tiny(**kw):
+    keras.utils.set_random_seed(kw.pop("seed", 0))
+    return tfdeblur.models.build("svrnn", **{**TINY, **kw})
+
+
+def smooth_images(rng, n, h, w):
+    """Random images with some spatial structure, in [0, 1]."""
+    x = rng.uniform(0, 1, (n, h // 4 + 2, w // 4 + 2, 3)).astype("float32")
+    x = tf.image.resize(x, (h, w), method="bicubic")
+    return np.clip(np.asarray(x), 0, 1)
+
+
+def _weights(model):
+    def kb(layer):
+        return tuple(np.asarray(w) for w in layer.get_weights())
+    wg = model.get_layer("weight_generation")
+    out = {n: kb(model.get_layer(n)) for n in ("conv1", "conv2", "conv21", "conv22")}
+    out.update({f"conv{i}": kb(getattr(wg, f"conv{i}")) for i in range(3, 17)})
+    out["fusions"] = [kb(c) for c in model.get_layer("rnn_deconvolution").fusions]
+    return out
+
+
+def test_registry_builds_svrnn():
+    assert "svrnn" in tfdeblur.models.available()
+    model = tiny(name="small_svrnn")
+    assert isinstance(model, keras.Model) and model.name == "small_svrnn"
+
+
+def test_paper_configuration_parameter_count():
+    model = tfdeblur.models.build("svrnn")
+    n = model.count_params()
+    assert abs(n - 9.2e6) / 9.2e6 < 0.10, n
+    assert abs(4 * n / 1e6 - 37.1) / 37.1 < 0.10  # paper Table 3: 37.1 MB
+    wg = model.get_layer("weight_generation")
+    assert wg.conv16.kernel.shape[-1] == 512  # 4 RNNs x 4 directions x 32
+    assert model.get_layer("conv1").kernel.shape == (11, 11, 3, 16)
+    assert model.get_layer("conv2").kernel.shape == (7, 7, 16, 32)
+    assert model.get_layer("conv21").kernel.shape == (9, 9, 64, 16)
+    assert model.get_layer("conv22").kernel.shape == (5, 5, 32, 3)
+
+
+@pytest.mark.parametrize("impl", implementations())
+@pytest.mark.parametrize("shape", [(2, 16, 24), (1, 13, 9), (1, 8, 8)])
+def test_forward_matches_reference(rng, impl, shape):
+    model = tiny(implementation=impl)
+    for v in model.weights:  # larger than Xavier so every path matters
+        v.assign(rng.normal(0, 0.3, v.shape).astype("float32"))
+    image = rng.uniform(0, 1, (*shape, 3)).astype("float32")
+    got = np.asarray(model(image))
+    want = ref.svrnn(image, _weights(model))
+    assert got.shape == image.shape
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (9, 31), (17, 8), (23, 12)])
+def test_any_size_gives_input_shape(rng, h, w):
+    model = tiny()
+    x = rng.uniform(0, 1, (1, h, w, 3)).astype("float32")
+    assert model(x).shape == (1, h, w, 3)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_any_batch_size(rng, n):
+    model = tiny()
+    x = rng.uniform(0, 1, (n, 12, 10, 3)).astype("float32")
+    y = np.asarray(model(x))
+    assert y.shape == (n, 12, 10, 3)
+    if n > 1:  # items are independent
+        np.testing.assert_allclose(y[1], np.asarray(model(x[1:2]))[0], rtol=1e-5, atol=1e-6)
+
+
+def test_too_small_is_a_clear_error():
+    model = tiny()
+    with pytest.raises(ValueError, match=f"at least {MIN_SIZE} pixels"):
+        model(np.zeros((1, 7, 20, 3), "float32"))
+    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at least {MIN_SIZE} pixels"):
+        fn(tf.zeros([1, 20, 5, 3]))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="width"):
+        tfdeblur.models.build("svrnn", width=0)
+    with pytest.raises(ValueError, match="input_shape"):
+        tfdeblur.models.build("svrnn", input_shape=(None, None, 1))
+    with pytest.raises(ValueError, match="implementation"):
+        tfdeblur.models.build("svrnn", implementation="fastest")
+
+
+def test_save_load_roundtrip_is_exact(rng, tmp_path):
+    model = tiny()
+    x = rng.uniform(0, 1, (2, 11, 14, 3)).astype("float32")
+    path = str(tmp_path / "svrnn.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert loaded.get_layer("rnn_deconvolution").get_config() == \
+        model.get_layer("rnn_deconvolution").get_config()
+
+
+def test_fit_lowers_loss(rng):
+    model = tiny(seed=1)
+    sharp = smooth_images(rng, 4, 16, 16)
+    blurry = np.asarray(tf.nn.avg_pool2d(np.pad(sharp, [(0, 0), (1, 1), (1, 1), (0, 0)],
+                                                mode="reflect"), 3, 1, "VALID"))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse", jit_compile=False)
+    before = model.evaluate(blurry, sharp, verbose=0)
+    model.fit(blurry, sharp, batch_size=4, epochs=8, verbose=0)
+    after = model.evaluate(blurry, sharp, verbose=0)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_compiled_and_portable_agree(rng):
+    if "compiled" not in implementations():
+        pytest.skip("compiled op library not loaded")
+    compiled = tiny(implementation="compiled")
+    portable = tiny(implementation="portable", seed=5)
+    portable.set_weights(compiled.get_weights())
+    x = rng.uniform(0, 1, (2, 24, 17, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(compiled(x)), np.asarray(portable(x)),
+                               rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- VGG16 init
+
+def _write_legacy_vgg16_notop(path, rng):
+    """A file in the layout of Keras's released VGG16 notop .h5 (random values)."""
+    vgg = keras.applications.VGG16(weights=None, include_top=False)
+    convs = [layer for layer in vgg.layers if layer.weights]
+    values = {}
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in vgg.layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in vgg.layers:
+            g = f.create_group(layer.name)
+            names = [f"{layer.name}/kernel:0", f"{layer.name}/bias:0"] if layer in convs else []
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, v in zip(names, layer.weights, strict=True):
+                data = rng.normal(0, 0.05, v.shape).astype("float32")
+                g.create_dataset(n, data=data)
+                values[n] = data
+    return values
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vgg") / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    values = _write_legacy_vgg16_notop(str(path), np.random.default_rng(7))
+    return str(path), values
+
+
+def test_vgg16_init_copies_conv4_to_conv11(vgg16_file):
+    path, values = vgg16_file
+    model = tfdeblur.models.build("svrnn", width=4, num_rnns=1, vgg16_weights=path)
+    wg = model.get_layer("weight_generation")
+    for i, vgg_name in enumerate(VGG16_ENCODER_LAYERS[1:], start=4):
+        kernel, bias = getattr(wg, f"conv{i}").get_weights()
+        np.testing.assert_array_equal(kernel, values[f"{vgg_name}/kernel:0"])
+        np.testing.assert_array_equal(bias, values[f"{vgg_name}/bias:0"])
+
+
+def test_vgg16_init_folds_preprocessing_into_conv3(vgg16_file, rng):
+    path, values = vgg16_file
+    model = tfdeblur.models.build("svrnn", width=4, num_rnns=1, vgg16_weights=path)
+    conv3 = model.get_layer("weight_generation").conv3
+    image = rng.uniform(0, 1, (1, 10, 12, 3)).astype("float32")
+    # VGG16 on its own preprocessing of the same image: BGR, [0, 255], minus the mean.
+    vgg_in = keras.applications.vgg16.preprocess_input(255.0 * image.astype("float64"))
+    want = ref.relu(ref.conv2d(vgg_in, values["block1_conv1/kernel:0"],
+                               values["block1_conv1/bias:0"]))
+    got = np.asarray(conv3(image))
+    # Zero padding differs at the border (zero image vs zero after mean removal).
+    np.testing.assert_allclose(got[:, 1:-1, 1:-1], want[:, 1:-1, 1:-1], rtol=1e-4, atol=1e-3)
+
+
+def test_vgg16_init_without_folding_copies_conv3(vgg16_file):
+    path, values = vgg16_file
+    model = tiny(weight_width=64)
+    init_from_vgg16(model, path, match_preprocessing=False)
+    kernel, _ = model.get_layer("weight_generation").conv3.get_weights()
+    np.testing.assert_array_equal(kernel, values["block1_conv1/kernel:0"])
+
+
+def test_vgg16_keras3_weights_file(tmp_path, rng):
+    vgg = keras.applications.VGG16(weights=None, include_top=False)
+    kernel = rng.normal(0, 0.05, vgg.get_layer("block3_conv2").kernel.shape).astype("float32")
+    vgg.get_layer("block3_conv2").kernel.assign(kernel)
+    path = str(tmp_path / "vgg16_notop.weights.h5")
+    vgg.save_weights(path)
+    convs = load_vgg16_convs(path)
+    assert [k.shape for k, _ in convs][0] == (3, 3, 3, 64) and len(convs) == 9
+    np.testing.assert_array_equal(convs[5][0], kernel)  # block3_conv2 -> conv8
+
+
+def test_vgg16_missing_or_bad_file_is_a_clear_error(tmp_path, vgg16_file):
+    with pytest.raises(FileNotFoundError, match="vgg16_weights"):
+        tfdeblur.models.build("svrnn", width=4, num_rnns=1,
+                              vgg16_weights=str(tmp_path / "nope.h5"))
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    with pytest.raises(ValueError, match="vgg16_weights"):
+        tfdeblur.models.build("svrnn", width=4, num_rnns=1, vgg16_weights=str(bad))
+    with pytest.raises(ValueError, match="weight_width=64"):
+        tfdeblur.models.build("svrnn", **TINY, vgg16_weights=vgg16_file[0])
+
+
+def test_without_vgg16_file_xavier_and_no_download(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", no_network)
+    keras.utils.set_random_seed(3)
+    model = tfdeblur.models.build("svrnn", width=8, num_rnns=1)
+    conv10 = model.get_layer("weight_generation").conv10
+    kernel, bias = (np.asarray(w) for w in conv10.get_weights())
+    fan_in, fan_out = 9 * 256, 9 * 512
+    limit = np.sqrt(6 / (fan_in + fan_out))  # glorot (Xavier) uniform
+    assert np.abs(kernel).max() <= limit * (1 + 1e-6)
+    assert abs(kernel.std() - limit / np.sqrt(3)) < 0.02 * limit
+    assert not bias.any()

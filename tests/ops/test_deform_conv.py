@@ -1,0 +1,489 @@
+"""Modulated deformable convolution: compiled and portable vs a float64 NumPy reference."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import implementations
+from tfdeblur.ops import compiled_available, modulated_deform_conv2d
+from tfdeblur.ops.deform_conv import deform_conv_sampling_positions
+
+IMPLS = implementations()
+needs_compiled = pytest.mark.skipif(not compiled_available(), reason="compiled library not built")
+
+
+# ----------------------------------------------------------------------------
+# Reference: torchvision's deform_conv2d semantics written out with loops, NHWC.
+# ----------------------------------------------------------------------------
+
+def axis_geometry(size, k, stride, dilation, padding):
+    """(output length, padding before) along one axis; padding 'same'/'valid'/(before, after)."""
+    eff = (k - 1) * dilation + 1
+    if padding == "same":
+        out = math.ceil(size / stride)
+        return out, max((out - 1) * stride + eff - size, 0) // 2
+    if padding == "valid":
+        return (size - eff) // stride + 1, 0
+    before, after = padding
+    return (size + before + after - eff) // stride + 1, before
+
+
+def ref_bilinear(img, py, px):
+    """img [H, W, C] sampled at (py, px); zero outside, each corner only if inside."""
+    h, w, c = img.shape
+    if not (-1 < py < h and -1 < px < w):
+        return np.zeros(c)
+    y0, x0 = math.floor(py), math.floor(px)
+    ly, lx = py - y0, px - x0
+    out = np.zeros(c)
+    for yy, wy in ((y0, 1 - ly), (y0 + 1, ly)):
+        for xx, wx in ((x0, 1 - lx), (x0 + 1, lx)):
+            if 0 <= yy < h and 0 <= xx < w:
+                out += wy * wx * img[yy, xx]
+    return out
+
+
+def ref_deform_conv(x, offset, mask, kernel, bias=None, strides=(1, 1), padding="same",
+                    dilation=(1, 1), groups=1, dgroups=1):
+    """padding: 'same', 'valid' or ((top, bottom), (left, right))."""
+    x, offset, mask, kernel = (np.asarray(a, np.float64) for a in (x, offset, mask, kernel))
+    n, h, w, cin = x.shape
+    kh, kw, cg, cout = kernel.shape
+    pads = (padding, padding) if isinstance(padding, str) else padding
+    ho, pt = axis_geometry(h, kh, strides[0], dilation[0], pads[0])
+    wo, pl = axis_geometry(w, kw, strides[1], dilation[1], pads[1])
+    taps, cdg, cog = kh * kw, cin // dgroups, cout // groups
+    assert offset.shape == (n, ho, wo, 2 * dgroups * taps), offset.shape
+    cols = np.zeros((n, ho, wo, taps, cin))
+    for b in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                for g in range(dgroups):
+                    for k in range(taps):
+                        ky, kx = divmod(k, kw)
+                        s = g * taps + k
+                        py = i * strides[0] - pt + ky * dilation[0] + offset[b, i, j, 2 * s]
+                        px = j * strides[1] - pl + kx * dilation[1] + offset[b, i, j, 2 * s + 1]
+                        cols[b, i, j, k, g * cdg:(g + 1) * cdg] = mask[b, i, j, s] * ref_bilinear(
+                            x[b, :, :, g * cdg:(g + 1) * cdg], py, px)
+    y = np.zeros((n, ho, wo, cout))
+    wk = kernel.reshape(taps, cg, cout)
+    for gi in range(groups):
+        y[..., gi * cog:(gi + 1) * cog] = np.einsum(
+            "nijkc,kco->nijo", cols[..., gi * cg:(gi + 1) * cg], wk[:, :, gi * cog:(gi + 1) * cog])
+    if bias is not None:
+        y += np.asarray(bias, np.float64)
+    return y
+
+
+def random_case(rng, n=2, h=7, w=6, cin=6, cout=4, ksize=(3, 3), strides=(1, 1),
+                padding="same", dilation=(1, 1), groups=1, dgroups=1, spread=2.5,
+                away_from_integers=False):
+    """Random inputs; offsets reach beyond the image border."""
+    kh, kw = ksize
+    pads = (padding, padding) if isinstance(padding, str) else padding
+    ho, _ = axis_geometry(h, kh, strides[0], dilation[0], pads[0])
+    wo, _ = axis_geometry(w, kw, strides[1], dilation[1], pads[1])
+    taps = dgroups * kh * kw
+    if away_from_integers:  # keeps finite differences off the bilinear kinks
+        offset = rng.integers(-2, 3, (n, ho, wo, 2 * taps)) + rng.uniform(0.15, 0.85,
+                                                                         (n, ho, wo, 2 * taps))
+    else:
+        offset = rng.uniform(-spread, spread, (n, ho, wo, 2 * taps))
+    return dict(
+        x=rng.normal(size=(n, h, w, cin)),
+        offset=offset,
+        mask=rng.uniform(0.0, 1.0, (n, ho, wo, taps)),
+        kernel=rng.normal(size=(kh, kw, cin // groups, cout)),
+        bias=rng.normal(size=(cout,)),
+    )
+
+
+def op_padding(padding):
+    """The reference's ((t, b), (l, r)) form in the op's argument form."""
+    return padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+
+
+# The issue's odd geometry: kernel (3, 2), stride (2, 1), padding (1, 0),
+# dilation (2, 1), groups 2, deformable groups 3.
+ODD = dict(ksize=(3, 2), strides=(2, 1), padding=((1, 1), (0, 0)), dilation=(2, 1), groups=2,
+           dgroups=3)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Makes the compiled CPU kernel use tiny tiles and chunks (the large-image paths)."""
+    monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "40")
+    monkeypatch.setenv("TFDEBLUR_DCN_CHUNK_BYTES", "3000")
+
+
+def run(case, impl, strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1,
+        use_bias=True):
+    return modulated_deform_conv2d(
+        case["x"], case["offset"], case["mask"], case["kernel"],
+        bias=case["bias"] if use_bias else None, strides=strides, padding=op_padding(padding),
+        dilation_rate=dilation, groups=groups, deformable_groups=dgroups,
+        implementation=impl).numpy()
+
+
+def ref(case, strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1,
+        use_bias=True):
+    return ref_deform_conv(case["x"], case["offset"], case["mask"], case["kernel"],
+                           case["bias"] if use_bias else None, strides, padding, dilation,
+                           groups, dgroups)
+
+
+# ----------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("ksize,strides,padding,dilation", [
+    ((3, 3), (1, 1), "same", (1, 1)),
+    ((3, 2), (2, 1), "same", (1, 1)),
+    ((2, 2), (1, 1), "same", (1, 1)),       # even kernel: odd padding pixel at the bottom
+    ((5, 3), (1, 1), "valid", (1, 2)),
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),
+    ((1, 4), (3, 2), "valid", (1, 1)),
+])
+def test_zero_offsets_unit_mask_equal_conv2d(impl, ksize, strides, padding, dilation):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 11, 4))
+    kernel = rng.normal(size=(*ksize, 4, 5))
+    tf_pad = padding.upper() if isinstance(padding, str) else [[0, 0], *padding, [0, 0]]
+    expected = tf.nn.conv2d(x, kernel, strides=strides, padding=tf_pad, dilations=dilation)
+    n, ho, wo, _ = expected.shape
+    taps = ksize[0] * ksize[1]
+    y = modulated_deform_conv2d(x, np.zeros((n, ho, wo, 2 * taps)), np.ones((n, ho, wo, taps)),
+                                kernel, strides=strides, padding=op_padding(padding),
+                                dilation_rate=dilation, implementation=impl)
+    assert y.shape == expected.shape and y.dtype == tf.float64
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_matches_reference_on_odd_geometry(impl, use_bias, small_tiles):
+    rng = np.random.default_rng(1)
+    case = random_case(rng, n=3, h=9, w=5, cin=6, cout=4, ksize=ODD["ksize"],
+                       strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+                       groups=2, dgroups=3, spread=3.0)
+    geo = dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+               groups=2, dgroups=3, use_bias=use_bias)
+    y = run(case, impl, **geo)
+    assert y.shape == (3, 4, 4, 4)
+    np.testing.assert_allclose(y, ref(case, **geo), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("geo", [
+    dict(ksize=(3, 3), padding="same", groups=1, dgroups=2),
+    dict(ksize=(2, 3), padding="valid", groups=3, dgroups=1, dilation=(1, 2)),
+    dict(ksize=(4, 4), padding="same", strides=(2, 3), groups=1, dgroups=6),
+    dict(ksize=(1, 1), padding="same", groups=6, dgroups=3),
+])
+def test_matches_reference_more_geometries(impl, geo, small_tiles):
+    rng = np.random.default_rng(2)
+    args = dict(strides=geo.get("strides", (1, 1)), padding=geo["padding"],
+                dilation=geo.get("dilation", (1, 1)), groups=geo["groups"],
+                dgroups=geo["dgroups"])
+    case = random_case(rng, n=2, h=8, w=7, cin=6, cout=6, ksize=geo["ksize"], **args)
+    np.testing.assert_allclose(run(case, impl, **args), ref(case, **args), rtol=1e-10,
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_batch_zero_and_one(impl):
+    rng = np.random.default_rng(3)
+    for n in (0, 1):
+        case = random_case(rng, n=n, **ODD)
+        geo = dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+                   groups=2, dgroups=3)
+        y = run(case, impl, **geo)
+        assert y.shape == (n, 3, 5, 4)
+        np.testing.assert_allclose(y, ref(case, **geo), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_integer_offsets_equal_shifted_convolution(impl):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 8, 9, 3))
+    kernel = rng.normal(size=(3, 3, 3, 5))
+    dy, dx = 2, -1
+    # Every tap reads x[r + dy, c + dx] (r, c its grid position, padding
+    # included), i.e. a 'valid' conv of x shifted by (dy, dx), zeros moving in.
+    big = np.pad(x, [(0, 0), (4, 4), (4, 4), (0, 0)])
+    window = big[:, 4 - 1 + dy:4 - 1 + dy + 8 + 2, 4 - 1 + dx:4 - 1 + dx + 9 + 2, :]
+    expected = tf.nn.conv2d(window, kernel, 1, "VALID").numpy()
+    offset = np.tile(np.array([dy, dx], np.float64), (2, 8, 9, 9))
+    y = modulated_deform_conv2d(x, offset, np.ones((2, 8, 9, 9)), kernel, implementation=impl)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_samples_on_and_beyond_borders(impl):
+    """Positions exactly on pixels and borders, just inside/outside, far away, 1-pixel images."""
+    h, w = 4, 4
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, h, w, 2))
+    kernel = rng.normal(size=(1, 1, 2, 3))
+    # 1x1 kernel, 'valid': position = (i, j) + offset, so each output pixel
+    # samples one chosen position.
+    targets = [(0.0, 0.0), (h - 1.0, w - 1.0), (-1.0, 0.0), (0.0, -1.0), (h, 0.0), (0.0, w),
+               (-0.5, 1.0), (1.0, -0.25), (h - 0.5, 2.0), (1.0, w - 0.01), (-1.0001, 1.0),
+               (1e7, 2.0), (-1e7, -1e7), (1.5, 2.5), (h - 1.0, 0.5), (-0.999, w - 1.001)]
+    grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1).reshape(-1, 2)
+    offset = (np.array(targets) - grid).reshape(1, h, w, 2)
+    mask = np.ones((1, h, w, 1))
+    y = modulated_deform_conv2d(x, offset, mask, kernel, padding="valid", implementation=impl)
+    expected = ref_deform_conv(x, offset, mask, kernel, padding="valid")
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+    outside = [t for t, (py, px) in enumerate(targets) if not (-1 < py < h and -1 < px < w)]
+    assert len(outside) == 7
+    assert not np.any(y.numpy().reshape(h * w, 3)[outside])
+
+    # 1-pixel images, 3x3 kernel, offsets across the single pixel.
+    rng = np.random.default_rng(6)
+    for shape in [(2, 1, 1, 3), (1, 1, 5, 3), (1, 4, 1, 3)]:
+        case = random_case(rng, n=shape[0], h=shape[1], w=shape[2], cin=3, cout=2,
+                           spread=1.5)
+        np.testing.assert_allclose(run(case, impl), ref(case), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mask_none_means_ones(impl):
+    rng = np.random.default_rng(7)
+    case = random_case(rng)
+    case["mask"] = np.ones_like(case["mask"])
+    y = modulated_deform_conv2d(case["x"], case["offset"], None, case["kernel"], case["bias"],
+                                implementation=impl)
+    np.testing.assert_allclose(y.numpy(), ref(case), rtol=1e-10, atol=1e-10)
+
+
+def test_float32_compiled_matches_portable(small_tiles):
+    if "compiled" not in IMPLS:
+        pytest.skip("compiled library not built")
+    rng = np.random.default_rng(8)
+    case = {k: v.astype(np.float32) for k, v in random_case(
+        rng, n=2, h=11, w=13, cin=8, cout=6, ksize=(3, 3), groups=2, dgroups=2).items()}
+    a = run(case, "compiled", groups=2, dgroups=2)
+    b = run(case, "portable", groups=2, dgroups=2)
+    assert a.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Gradients
+# ----------------------------------------------------------------------------
+
+def _grad_fn(impl, geo, use_bias=True):
+    def f(x, offset, mask, kernel, bias):
+        return modulated_deform_conv2d(
+            x, offset, mask, kernel, bias if use_bias else None, strides=geo["strides"],
+            padding=op_padding(geo["padding"]), dilation_rate=geo["dilation"],
+            groups=geo["groups"], deformable_groups=geo["dgroups"], implementation=impl)
+    return f
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("which", ["odd", "plain"])
+def test_gradients_numerical_float64(impl, which, small_tiles):
+    rng = np.random.default_rng(9)
+    if which == "odd":
+        geo = dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+                   groups=2, dgroups=3)
+        case = random_case(rng, n=2, h=7, w=4, cin=6, cout=4, ksize=ODD["ksize"],
+                           away_from_integers=True, **{k: v for k, v in geo.items()})
+    else:
+        geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+        case = random_case(rng, n=1, h=4, w=5, cin=2, cout=3, ksize=(3, 3),
+                           away_from_integers=True)
+    inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
+    theoretical, numerical = tf.test.compute_gradient(_grad_fn(impl, geo), inputs)
+    names = ("x", "offset", "mask", "kernel", "bias")
+    for name, t, n in zip(names, theoretical, numerical, strict=True):
+        assert np.abs(t).max() > 0, name
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-6, err_msg=f"gradient of {name}")
+
+
+def _all_grads(impl, case, geo, use_bias=True):
+    inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
+    upstream = tf.constant(np.random.default_rng(10).normal(size=run(
+        case, "portable", **geo, use_bias=use_bias).shape), inputs[0].dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = _grad_fn(impl, geo, use_bias)(*inputs)
+        loss = tf.reduce_sum(y * upstream)
+    return tape.gradient(loss, inputs)
+
+
+@needs_compiled
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_compiled_gradients_match_portable(use_bias, small_tiles):
+    rng = np.random.default_rng(11)
+    geo = dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+               groups=2, dgroups=3)
+    case = random_case(rng, n=3, h=9, w=5, cin=6, cout=4, ksize=ODD["ksize"], spread=3.0, **geo)
+    got = _all_grads("compiled", case, geo, use_bias)
+    want = _all_grads("portable", case, geo, use_bias)
+    for name, a, b in zip(("x", "offset", "mask", "kernel", "bias"), got, want, strict=True):
+        if not use_bias and name == "bias":
+            assert a is None and b is None
+            continue
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradients_batch_zero(impl):
+    rng = np.random.default_rng(12)
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    case = random_case(rng, n=0, h=4, w=5, cin=2, cout=3)
+    grads = _all_grads(impl, case, geo)
+    for name, g in zip(("x", "offset", "mask", "kernel", "bias"), grads, strict=True):
+        assert g.shape == case[name].shape, name
+        assert not np.any(g.numpy()), name
+
+
+@needs_compiled
+def test_compiled_is_deterministic():
+    rng = np.random.default_rng(13)
+    case = {k: v.astype(np.float32) for k, v in random_case(
+        rng, n=3, h=20, w=24, cin=16, cout=16, ksize=(3, 3), dgroups=2, spread=4.0).items()}
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=2)
+    first = _all_grads("compiled", case, geo)
+    for _ in range(2):
+        again = _all_grads("compiled", case, geo)
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_default_scratch_limits_on_a_larger_image():
+    """Several default-size tiles, and the chunked backward, against the portable twin."""
+    if "compiled" not in IMPLS:
+        pytest.skip("compiled library not built")
+    assert "TFDEBLUR_DCN_TILE_ELEMENTS" not in os.environ
+    rng = np.random.default_rng(14)
+    case = {k: v.astype(np.float32) for k, v in random_case(
+        rng, n=2, h=24, w=40, cin=32, cout=8, ksize=(3, 3), spread=3.0).items()}
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    np.testing.assert_allclose(run(case, "compiled"), run(case, "portable"), rtol=1e-4,
+                               atol=1e-4)
+    for a, b in zip(_all_grads("compiled", case, geo), _all_grads("portable", case, geo),
+                    strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-4, atol=2e-3)
+
+
+# ----------------------------------------------------------------------------
+# Sampling positions
+# ----------------------------------------------------------------------------
+
+def test_sampling_positions_are_grid_plus_offset():
+    rng = np.random.default_rng(15)
+    kh, kw, sh, sw, dh, dw, g = 3, 2, 2, 1, 2, 1, 3
+    h, w = 9, 5
+    ho, pt = axis_geometry(h, kh, sh, dh, (1, 1))
+    wo, pl = axis_geometry(w, kw, sw, dw, (0, 0))
+    offset = rng.normal(size=(2, ho, wo, 2 * g * kh * kw))
+    pos = deform_conv_sampling_positions(offset, (h, w), (kh, kw), strides=(sh, sw),
+                                         padding=(1, 0), dilation_rate=(dh, dw),
+                                         deformable_groups=g).numpy()
+    assert pos.shape == (2, ho, wo, g * kh * kw, 2)
+    for i, j, s in [(0, 0, 0), (3, 3, 7), (3, 2, 17), (1, 1, 11)]:
+        ky, kx = divmod(s % (kh * kw), kw)
+        want = (i * sh - pt + ky * dh + offset[1, i, j, 2 * s],
+                j * sw - pl + kx * dw + offset[1, i, j, 2 * s + 1])
+        np.testing.assert_allclose(pos[1, i, j, s], want, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Bad inputs
+# ----------------------------------------------------------------------------
+
+def _good(n=1, h=6, w=6, cin=4, cout=4, k=3, dg=1, groups=1):
+    return dict(x=np.zeros((n, h, w, cin), np.float32),
+                offset=np.zeros((n, h, w, 2 * dg * k * k), np.float32),
+                mask=np.zeros((n, h, w, dg * k * k), np.float32),
+                kernel=np.zeros((k, k, cin // groups, cout), np.float32))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("change,kwargs,word", [
+    (dict(offset=np.zeros((1, 6, 6, 17), np.float32)), {}, "offset"),
+    (dict(mask=np.zeros((1, 6, 6, 8), np.float32)), {}, "mask"),
+    (dict(offset=np.zeros((1, 6, 6, 18), np.float32)), dict(deformable_groups=2), "offset"),
+    (dict(offset=np.zeros((1, 5, 6, 18), np.float32)), {}, "offset"),
+    (dict(mask=np.zeros((1, 6, 7, 9), np.float32)), {}, "mask"),
+    (dict(offset=np.zeros((2, 6, 6, 18), np.float32)), {}, "offset"),
+    ({}, dict(groups=3), "groups"),
+    ({}, dict(deformable_groups=3), "deformable_groups"),
+    (dict(kernel=np.zeros((3, 3, 3, 4), np.float32)), {}, "kernel"),
+    ({}, dict(padding="full"), "padding"),
+    ({}, dict(padding=(-1, 0)), "padding"),
+    ({}, dict(padding=(1, 2, 3)), "padding"),
+    ({}, dict(strides=0), "strides"),
+    ({}, dict(dilation_rate=(1, 0)), "dilation_rate"),
+    (dict(x=np.zeros((1, 6, 6), np.float32)), {}, "x"),
+    (dict(mask=np.zeros((1, 6, 6, 9), np.float64)), {}, "mask"),
+    ({}, dict(bias=np.zeros(3, np.float32)), "bias"),
+    ({}, dict(implementation="fast"), "implementation"),
+])
+def test_bad_inputs_raise_value_error_naming_argument(impl, change, kwargs, word):
+    args = {**_good(), **change}
+    if impl == "compiled" and kwargs.get("implementation"):
+        pytest.skip("implementation is checked once")
+    kwargs = {"implementation": impl, **kwargs}
+    with pytest.raises(ValueError, match=word):
+        modulated_deform_conv2d(args["x"], args["offset"], args["mask"], args["kernel"],
+                                **kwargs)
+
+
+def test_too_small_input_for_valid_padding():
+    args = _good(h=2, w=6)
+    args["offset"] = np.zeros((1, 1, 4, 18), np.float32)
+    args["mask"] = np.zeros((1, 1, 4, 9), np.float32)
+    with pytest.raises(ValueError, match="height"):
+        modulated_deform_conv2d(args["x"], args["offset"], args["mask"], args["kernel"],
+                                padding="valid")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("change,word", [
+    (dict(offset=np.zeros((1, 5, 6, 18), np.float32)), "offset"),
+    (dict(mask=np.zeros((1, 6, 5, 9), np.float32)), "mask"),
+    (dict(x=np.zeros((1, 6, 6, 5), np.float32)), "Cin|channels|kernel"),
+])
+def test_runtime_shape_errors_name_argument(impl, change, word):
+    """Shapes unknown at trace time: the kernel (or the portable checks) reject them."""
+    args = {**_good(), **change}
+    spec = tf.TensorSpec([None, None, None, None], tf.float32)
+
+    @tf.function(input_signature=[spec, spec, spec])
+    def f(x, offset, mask):
+        return modulated_deform_conv2d(x, offset, mask, args["kernel"], implementation=impl)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=word):
+        f(args["x"], args["offset"], args["mask"])
+
+
+@needs_compiled
+def test_raw_op_rejects_bad_attributes_and_shapes():
+    from tfdeblur.ops._loader import load_library
+
+    lib = load_library()
+    a = _good()
+    base = dict(x=a["x"], offset=a["offset"], mask=a["mask"], kernel=a["kernel"],
+                bias=np.zeros([0], np.float32))
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="explicit_paddings"):
+        lib.tf_deblur_modulated_deform_conv2d(**base, padding="EXPLICIT",
+                                              explicit_paddings=[1, 1])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="strides"):
+        lib.tf_deblur_modulated_deform_conv2d(**base, strides=[1, 1, 1])
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="bias"):
+        lib.tf_deblur_modulated_deform_conv2d(**{**base, "bias": np.zeros([3], np.float32)})
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="dy"):
+        lib.tf_deblur_modulated_deform_conv2d_grad(**base, dy=np.zeros((1, 6, 5, 4), np.float32))
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="x"):
+        lib.tf_deblur_modulated_deform_conv2d(**{**base, "x": np.zeros((1, 0, 6, 4), np.float32)})

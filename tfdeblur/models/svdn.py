@@ -1,0 +1,122 @@
+"""SVDN: spatially variant deconvolution network (Yuan, Su, Ma, CVPR 2020)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfdeblur.layers.svdn_blocks import DilatedBackbone, FeatureDeconvolution, ReconstructionHead
+from tfdeblur.models import register
+from tfdeblur.models._padding import CropTo, PadToMultiple
+
+#: Height and width are padded (reflect) to a multiple of this: one stride-2 conv.
+MULTIPLE = 2
+#: Smallest accepted height and width (reflect padding needs pad < side).
+MIN_SIZE = 2
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class TakeBatchOf(keras.layers.Layer):
+    """``inputs[0][:N]`` with N the batch of ``inputs[1]``.
+
+    SVDN's padding layer gives an empty batch one dummy item (see
+    ``tfdeblur.layers._empty_batch``); the image output drops it in
+    :class:`~tfdeblur.models._padding.CropTo`, the sampling positions here.
+
+    Input: ``[positions, image]``. Output: ``positions`` with the image's batch.
+    """
+
+    def call(self, inputs):
+        x, reference = inputs
+        return x[: tf.shape(reference)[0]]
+
+    def compute_output_shape(self, input_shape):
+        x, ref = input_shape
+        return (ref[0], *x[1:])
+
+
+@register("svdn")
+def svdn(width: int = 64,
+         dilation_rates=(1, 2, 4),
+         convs_per_rate: int = 1,
+         kernel_size: int = 5,
+         offset_hidden: int | None = None,
+         head_width: int | None = None,
+         return_positions: bool = False,
+         implementation: str = "auto",
+         input_shape: tuple = (None, None, 3),
+         name: str = "svdn") -> keras.Model:
+    """Builds SVDN (Yuan, Su, Ma, "Efficient Dynamic Scene Deblurring Using
+    Spatially Variant Deconvolution Network with Optical Flow Guided
+    Training", CVPR 2020, sec. 3.1-3.2).
+
+    Backbone (:class:`~tfdeblur.layers.DilatedBackbone`: one stride-2 conv,
+    dilated 3x3 convs with rates 1, 2, 4, fusion into a blur and a content
+    feature) -> neck (:class:`~tfdeblur.layers.FeatureDeconvolution`: two
+    modulated deformable 5x5 convolutions whose offsets and masks come from
+    the blur feature) -> head (:class:`~tfdeblur.layers.ReconstructionHead`:
+    transposed conv x2, conv to RGB) -> global skip: output = input +
+    residual. PReLU activations. The defaults (width 64, head width 32)
+    give 828,572 parameters (3.3 MB, 3.16 MiB float32), the paper's
+    "nearly 0.8 M" / 3.1 MB;
+    the paper's Figure 3 with the backbone's exact modules is not in its
+    text, so the layers' docstrings list the choices made.
+
+    Any input size: height and width are reflect-padded at the bottom/right
+    to an even size inside the model and the output is cropped back; every
+    side of at least 2 pixels works (smaller raises a ValueError, or an
+    InvalidArgumentError when the size is only known at run time). Inputs are
+    float RGB in [0, 1]; the output has the input's shape.
+
+    Args:
+        width: backbone width = blur and content feature channels = DCN
+            channels.
+        dilation_rates: the backbone's dilation rates, one stage each.
+        convs_per_rate: 3x3 convs per backbone stage.
+        kernel_size: DCN kernel size (5 = the paper's 25 sampling points).
+        offset_hidden: hidden channels of the second offset branch (None:
+            ``3 * kernel_size**2``).
+        head_width: channels after the transposed conv (None: ``width // 2``).
+        return_positions: build a model with two outputs, ``[image,
+            positions]``, positions being DCN1's sampling positions
+            ``[N, ceil(H/2), ceil(W/2), kernel_size**2, 2]`` (``(py, px)`` in
+            feature pixels: the regular grid around the output pixel + the
+            learned offset) from the same forward pass, for the position loss.
+            Padding only adds rows/columns at the bottom/right, so these are
+            the coordinates of the unpadded image's half-resolution grid.
+        implementation: deformable-convolution implementation, ``"auto"``,
+            ``"compiled"`` or ``"portable"``.
+        input_shape: ``(H, W, 3)``, None for any size.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``[N, H, W, 3]`` to ``[N, H, W, 3]`` (and
+        the positions with ``return_positions``).
+
+    Example:
+        >>> model = tfdeblur.models.build("svdn")                     # paper size
+        >>> train = tfdeblur.models.build("svdn", return_positions=True)
+        >>> sharp, positions = train(blurry)
+    """
+    width = int(width)
+    if width < 1:
+        raise ValueError(f"svdn: width must be >= 1, got {width}")
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"svdn: input_shape must be (H, W, 3), got {input_shape}")
+    head_width = max(width // 2, 1) if head_width is None else int(head_width)
+
+    image = keras.Input(input_shape, name="blurry")
+    x = PadToMultiple(MULTIPLE, MIN_SIZE, model_name="svdn", name="pad")(image)
+    blur, content = DilatedBackbone(width, dilation_rates, convs_per_rate,
+                                    name="backbone")(x)
+    neck = FeatureDeconvolution(width, kernel_size, offset_hidden,
+                                return_positions=return_positions,
+                                implementation=implementation, name="neck")([blur, content])
+    features, positions = neck if return_positions else (neck, None)
+    residual = ReconstructionHead(head_width, 3, name="head")(features)
+    sharp = keras.layers.Add(name="global_skip")([x, residual])
+    sharp = CropTo(name="crop")([sharp, image])
+    if return_positions:
+        positions = TakeBatchOf(name="positions")([positions, image])
+        return keras.Model(image, [sharp, positions], name=name)
+    return keras.Model(image, sharp, name=name)
