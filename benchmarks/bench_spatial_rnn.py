@@ -45,7 +45,7 @@ def scan_direction(x, g, direction):
 
 def scan_spatial_rnn(x, gates):
     return tf.concat([scan_direction(x, g, d)
-                      for g, d in zip(tf.split(gates, 4, axis=3), DIRECTIONS)], axis=3)
+                      for g, d in zip(tf.split(gates, 4, axis=3), DIRECTIONS, strict=True)], axis=3)
 
 
 def floor_forward(x, gates):

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import implementations
-from tfdeblur import ops
 from tests.ops.reference_gated_recurrence import ref_backward, ref_forward, ref_spatial_rnn
+from tfdeblur import ops
 from tfdeblur.ops import DIRECTIONS, gated_recurrence, spatial_rnn
 
 IMPLS = implementations()
@@ -74,7 +74,7 @@ def test_gradient_numerical(rng, impl, direction):
     theo, num = tf.test.compute_gradient(
         lambda a, b: gated_recurrence(a, b, direction, implementation=impl),
         [tf.constant(x), tf.constant(g)])
-    for t, n in zip(theo, num):
+    for t, n in zip(theo, num, strict=True):
         np.testing.assert_allclose(t, n, rtol=1e-7, atol=1e-8)
 
 
@@ -83,7 +83,7 @@ def test_fused_gradient_numerical(rng, impl):
     x, g = _inputs(rng, (1, 3, 5, 2), slots=4, dtype=np.float64)
     theo, num = tf.test.compute_gradient(
         lambda a, b: spatial_rnn(a, b, implementation=impl), [tf.constant(x), tf.constant(g)])
-    for t, n in zip(theo, num):
+    for t, n in zip(theo, num, strict=True):
         np.testing.assert_allclose(t, n, rtol=1e-7, atol=1e-8)
 
 
@@ -141,7 +141,7 @@ def test_deterministic(rng):
 
     first = run()
     for _ in range(3):
-        for a, b in zip(first, run()):
+        for a, b in zip(first, run(), strict=True):
             assert np.array_equal(a, b)
 
 

@@ -58,8 +58,8 @@ def _runtime_checks(x: tf.Tensor, gate: tf.Tensor, slots: int, gate_name: str) -
         return []
     xs, gs = tf.shape(x), tf.shape(gate)
     expected = tf.concat([xs[:3], xs[3:] * slots], axis=0)
-    return [tf.debugging.assert_equal(
-        gs, expected, message=f"{gate_name} must have shape [N, H, W, {slots} * C] for x [N, H, W, C]")]
+    message = f"{gate_name} must have shape [N, H, W, {slots} * C] for x [N, H, W, C]"
+    return [tf.debugging.assert_equal(gs, expected, message=message)]
 
 
 # Block length of the portable scan: steps scanned one by one inside a block
@@ -217,12 +217,14 @@ def spatial_rnn(x, gates, implementation: str = "auto", name=None):
         with tf.control_dependencies(_runtime_checks(x, gates, 4, "gates")):
             parts = tf.split(gates, 4, axis=3)
             return tf.concat(
-                [_portable_scan(x, g, d) for g, d in zip(parts, DIRECTIONS)], axis=3)
+                [_portable_scan(x, g, d) for g, d in zip(parts, DIRECTIONS, strict=True)], axis=3)
 
 
 @tf.RegisterGradient("TfDeblur>GatedRecurrence")
 def _gated_recurrence_grad(op, dy):
+    direction = op.get_attr("direction")
+    if isinstance(direction, bytes):
+        direction = direction.decode()
     dx, dgate = load_library().tf_deblur_gated_recurrence_grad(
-        x=op.inputs[0], gate=op.inputs[1], y=op.outputs[0], dy=dy,
-        direction=op.get_attr("direction").decode() if isinstance(op.get_attr("direction"), bytes) else op.get_attr("direction"))
+        x=op.inputs[0], gate=op.inputs[1], y=op.outputs[0], dy=dy, direction=direction)
     return dx, dgate
