@@ -34,7 +34,7 @@ bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 lint: $(STAMP)
-	$(BIN)/ruff check tfdeblur tests benchmarks training custom_ops
+	$(BIN)/ruff check .
 
 # TF-free CUDA test library for checks on a GPU host (CuPy / PyTorch).
 cuda-standalone:
