@@ -25,6 +25,8 @@ def as_float_tensor(value, name: str, dtype: tf.DType | None = None) -> tf.Tenso
     if t.dtype not in FLOAT_DTYPES:
         raise ValueError(
             f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype.name}")
+    if dtype is not None:
+        dtype = tf.as_dtype(dtype)
     if dtype is not None and t.dtype != dtype:
         raise ValueError(f"{name} must have the same dtype as x ({dtype.name}), got {t.dtype.name}")
     return t
