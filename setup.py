@@ -8,7 +8,7 @@ installs both produce ``tfdeblur/ops/_tfdeblur_ops.so``.
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,4 +27,11 @@ class BuildPyWithOps(build_py):
         ops_build.build(out, cuda=os.environ.get("TFDEBLUR_CUDA", "auto"))
 
 
-setup(cmdclass={"build_py": BuildPyWithOps})
+class BinaryDistribution(Distribution):
+    """The wheel carries a compiled library: tag it for this platform, not 'any'."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass={"build_py": BuildPyWithOps}, distclass=BinaryDistribution)
