@@ -115,9 +115,10 @@ ODD = dict(ksize=(3, 2), strides=(2, 1), padding=((1, 1), (0, 0)), dilation=(2, 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Makes the compiled CPU kernel use tiny tiles and chunks (the large-image paths)."""
+    """Tiny tiles and gradient queues in the compiled CPU kernel: many tiles,
+    ranges and rounds, as large images take."""
     monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "40")
-    monkeypatch.setenv("TFDEBLUR_DCN_CHUNK_BYTES", "3000")
+    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "3000")
 
 
 def run(case, impl, strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1,
@@ -302,7 +303,8 @@ def test_gradients_numerical_float64(impl, which, small_tiles):
         case = random_case(rng, n=1, h=4, w=5, cin=2, cout=3, ksize=(3, 3),
                            away_from_integers=True)
     inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
-    theoretical, numerical = tf.test.compute_gradient(_grad_fn(impl, geo), inputs)
+    # Traced once: compute_gradient calls it twice per input element.
+    theoretical, numerical = tf.test.compute_gradient(tf.function(_grad_fn(impl, geo)), inputs)
     names = ("x", "offset", "mask", "kernel", "bias")
     for name, t, n in zip(names, theoretical, numerical, strict=True):
         assert np.abs(t).max() > 0, name
