@@ -119,6 +119,7 @@ def small_tiles(monkeypatch):
     ranges and rounds, as large images take."""
     monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "40")
     monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "3000")
+    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", "5")
 
 
 def run(case, impl, strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1,
@@ -347,6 +348,22 @@ def test_gradients_batch_zero(impl):
     for name, g in zip(("x", "offset", "mask", "kernel", "bias"), grads, strict=True):
         assert g.shape == case[name].shape, name
         assert not np.any(g.numpy()), name
+
+
+@needs_compiled
+@pytest.mark.parametrize("ranges", ["1", "3", "7"])
+def test_compiled_backward_with_many_ranges(ranges, monkeypatch):
+    """Input-gradient corners in other ranges' bands (queued, added after each round)."""
+    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", ranges)
+    monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "200")
+    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "20000")
+    rng = np.random.default_rng(16)
+    geo = dict(strides=(1, 2), padding="same", dilation=(2, 1), groups=1, dgroups=2)
+    case = random_case(rng, n=2, h=13, w=9, cin=4, cout=3, ksize=(3, 3), spread=6.0, **geo)
+    got = _all_grads("compiled", case, geo)
+    want = _all_grads("portable", case, geo)
+    for name, a, b in zip(("x", "offset", "mask", "kernel", "bias"), got, want, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
 
 
 @needs_compiled

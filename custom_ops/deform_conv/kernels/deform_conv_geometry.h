@@ -33,6 +33,7 @@ struct DeformConvGeometry {
   // per chunk (CUDA).
   int64_t tile_elements = 0;
   int64_t scratch_bytes = 0;
+  int64_t ranges = 0;  // CPU backward: ranges of tiles (default: intra-op threads)
 
   TFDEBLUR_HD int64_t taps() const { return static_cast<int64_t>(kh) * kw; }
   TFDEBLUR_HD int64_t cg() const { return cin / groups; }     // input channels per weight group

@@ -330,7 +330,7 @@ struct ModulatedDeformConvBackward<CPUDevice, T> {
     const int64_t P = g.pixels(), cw = g.col_width();
     const int64_t kcg = g.taps() * g.cg(), cog = g.cog();
     const int64_t kernel_size = kcg * g.cout, part_len = kernel_size + g.cout;
-    const int64_t R = NumRanges(d);
+    const int64_t R = g.ranges > 0 ? g.ranges : NumRanges(d);
     const int64_t tile = TilePixels(g), tiles = (P + tile - 1) / tile;
     // Queued values of one range: its share of the budget, but at least what
     // one tile can queue (4 corners per sample).
@@ -596,6 +596,7 @@ absl::Status Validate(const DeformConvAttrs& a, const Tensor& x, const Tensor& o
   g->has_bias = bias.dim_size(0) != 0;
   g->tile_elements = EnvInt("TFDEBLUR_DCN_TILE_ELEMENTS");
   g->scratch_bytes = EnvInt("TFDEBLUR_DCN_SCRATCH_BYTES");
+  g->ranges = std::min<int64_t>(EnvInt("TFDEBLUR_DCN_RANGES"), 1024);
   g->sh = a.strides[0];
   g->sw = a.strides[1];
   g->dh = a.dilations[0];
