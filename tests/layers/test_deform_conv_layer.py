@@ -1,0 +1,193 @@
+"""ModulatedDeformConv2D layer: both offset modes, positions, serialisation, training."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import implementations
+from tfdeblur.layers import ModulatedDeformConv2D
+from tfdeblur.ops import modulated_deform_conv2d
+
+IMPLS = implementations()
+
+
+def _dense(x, kernel, strides=1, padding="same", dilation=1):
+    """Plain convolution of any geometry: the op with zero offsets and unit masks."""
+    x = tf.convert_to_tensor(x)
+    kh, kw = kernel.shape[:2]
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    n, h, w, _ = x.shape
+    if padding == "same":
+        ho, wo = -(-h // sh), -(-w // sw)
+    else:
+        pt, pl = padding
+        ho = (h + 2 * pt - (kh - 1) * dh - 1) // sh + 1
+        wo = (w + 2 * pl - (kw - 1) * dw - 1) // sw + 1
+    taps = kh * kw
+    return modulated_deform_conv2d(x, tf.zeros([n, ho, wo, 2 * taps], x.dtype),
+                                   tf.ones([n, ho, wo, taps], x.dtype), kernel, strides=strides,
+                                   padding=padding, dilation_rate=dilation,
+                                   implementation="portable")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_internal_mode_starts_as_half_masked_convolution(impl):
+    """Zero-initialised offset conv: offsets 0 and masks sigmoid(0) = 0.5 (DCNv2)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 10, 4)).astype(np.float32)
+    layer = ModulatedDeformConv2D(6, 3, bias_initializer="random_normal", implementation=impl)
+    y = layer(x)
+    expected = 0.5 * tf.nn.conv2d(x, layer.kernel, 1, "SAME") + layer.bias
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.any(layer.offset_kernel.numpy()) and not np.any(layer.offset_bias.numpy())
+    assert layer.offset_kernel.shape == (3, 3, 4, 27)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_internal_offset_conv_has_the_main_geometry(impl):
+    """Stride 2 with dilation 2 (which tf.nn.conv2d alone rejects) and explicit padding."""
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 11, 9, 6)))
+    layer = ModulatedDeformConv2D(4, (3, 2), strides=(2, 2), padding=(1, 0), dilation_rate=(2, 2),
+                                  groups=2, deformable_groups=3, return_positions=True,
+                                  implementation=impl, dtype="float64")
+    layer.build(x.shape)
+    off_k = rng.normal(size=layer.offset_kernel.shape) * 0.3
+    off_b = rng.normal(size=layer.offset_bias.shape) * 0.3
+    layer.offset_kernel.assign(off_k)
+    layer.offset_bias.assign(off_b)
+    y, pos = layer(x)
+    raw = _dense(x, tf.constant(off_k), strides=(2, 2), padding=(1, 0), dilation=(2, 2)) + off_b
+    taps = 3 * 3 * 2
+    offset, mask = raw[..., :2 * taps], tf.sigmoid(raw[..., 2 * taps:])
+    expected = modulated_deform_conv2d(x, offset, mask, layer.kernel, layer.bias, strides=2,
+                                       padding=(1, 0), dilation_rate=2, groups=2,
+                                       deformable_groups=3, implementation="portable")
+    assert y.shape == expected.shape == (2, 5, 4, 4)
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-10, atol=1e-10)
+    # positions = regular grid + predicted offsets
+    i, j, g, k = 3, 2, 1, 4
+    ky, kx = divmod(k, 2)
+    s = g * 6 + k
+    want = (i * 2 - 1 + ky * 2 + offset[1, i, j, 2 * s],
+            j * 2 + kx * 2 + offset[1, i, j, 2 * s + 1])
+    np.testing.assert_allclose(pos.numpy()[1, i, j, s], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_external_mode_uses_offsets_and_masks_as_given(impl):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 7, 8, 4)).astype(np.float32)
+    offset = rng.uniform(-2, 2, (2, 7, 8, 2 * 2 * 9)).astype(np.float32)
+    mask = rng.uniform(0, 1, (2, 7, 8, 2 * 9)).astype(np.float32)
+    layer = ModulatedDeformConv2D(5, 3, deformable_groups=2, offset_mode="external",
+                                  return_positions=True, implementation=impl)
+    y, pos = layer([x, offset, mask])
+    expected = modulated_deform_conv2d(x, offset, mask, layer.kernel, layer.bias,
+                                       deformable_groups=2, implementation="portable")
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert pos.shape == (2, 7, 8, 18, 2)
+    grid_y = np.arange(7)[None, :, None, None] - 1 + np.tile(np.repeat(np.arange(3), 3), 2)
+    np.testing.assert_allclose(pos.numpy()[..., 0], grid_y + offset[..., 0::2], rtol=1e-6,
+                               atol=1e-5)
+    assert not layer.trainable_weights[2:]  # kernel and bias only: no offset conv
+
+
+def test_symbolic_shapes_and_functional_model():
+    x = keras.Input((None, None, 8))
+    off = keras.Input((None, None, 50))
+    m = keras.Input((None, None, 25))
+    y, pos = ModulatedDeformConv2D(16, 5, offset_mode="external", return_positions=True)(
+        [x, off, m])
+    assert tuple(y.shape) == (None, None, None, 16)
+    assert tuple(pos.shape) == (None, None, None, 25, 2)
+    z = ModulatedDeformConv2D(4, 3, strides=2)(keras.Input((16, 15, 8)))
+    assert tuple(z.shape) == (None, 8, 8, 4)
+
+
+@pytest.mark.parametrize("mode", ["internal", "external"])
+def test_keras_save_and_load_round_trip(mode, tmp_path):
+    rng = np.random.default_rng(3)
+    x_in = keras.Input((None, None, 6))
+    kwargs = dict(kernel_size=(3, 2), strides=(2, 1), padding=(1, 0), dilation_rate=(2, 1),
+                  groups=2, deformable_groups=3, return_positions=True, offset_mode=mode)
+    if mode == "external":
+        off_in = keras.Input((None, None, 36))
+        m_in = keras.Input((None, None, 18))
+        y, pos = ModulatedDeformConv2D(4, **kwargs)([x_in, off_in, m_in])
+        model = keras.Model([x_in, off_in, m_in], [y, pos])
+        data = [rng.normal(size=(2, 9, 7, 6)), rng.normal(size=(2, 4, 6, 36)),
+                rng.uniform(size=(2, 4, 6, 18))]
+    else:
+        y, pos = ModulatedDeformConv2D(4, **kwargs)(x_in)
+        model = keras.Model(x_in, [y, pos])
+        data = [rng.normal(size=(2, 9, 7, 6))]
+    data = [d.astype(np.float32) for d in data]
+    data = data if mode == "external" else data[0]
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(model(data), loaded(data), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    layer = model.layers[-1]
+    config = layer.get_config()
+    for key in ("filters", "kernel_size", "strides", "padding", "dilation_rate", "groups",
+                "deformable_groups", "use_bias", "offset_mode", "return_positions",
+                "implementation"):
+        assert key in config
+    clone = ModulatedDeformConv2D.from_config(config)
+    assert clone.get_config() == config
+
+
+def test_training_step_updates_offsets_and_kernel():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 8, 8, 3)).astype(np.float32)
+    target = rng.normal(size=(4, 8, 8, 2)).astype(np.float32)
+    layer = ModulatedDeformConv2D(2, 3)
+    model = keras.Sequential([keras.Input((8, 8, 3)), layer])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    before = [w.numpy().copy() for w in layer.weights]
+    model.fit(x, target, epochs=1, batch_size=4, verbose=0)
+    for w, b in zip(layer.weights, before, strict=True):
+        assert not np.allclose(w.numpy(), b), w.name
+
+
+def test_use_bias_false_has_no_bias():
+    layer = ModulatedDeformConv2D(3, 3, use_bias=False)
+    layer.build((None, 6, 6, 2))
+    assert layer.bias is None
+    assert [w.name for w in layer.weights] == ["kernel", "offset_kernel", "offset_bias"]
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    (dict(filters=0, kernel_size=3), "filters"),
+    (dict(filters=4, kernel_size=(3, 3, 3)), "kernel_size"),
+    (dict(filters=4, kernel_size=3, groups=3), "groups"),
+    (dict(filters=4, kernel_size=3, deformable_groups=0), "deformable_groups"),
+    (dict(filters=4, kernel_size=3, padding="full"), "padding"),
+    (dict(filters=4, kernel_size=3, offset_mode="predicted"), "offset_mode"),
+    (dict(filters=4, kernel_size=3, implementation="fast"), "implementation"),
+    (dict(filters=4, kernel_size=3, strides=0), "strides"),
+])
+def test_bad_configuration(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        ModulatedDeformConv2D(**kwargs)
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="deformable_groups"):
+        ModulatedDeformConv2D(4, 3, deformable_groups=3)(np.zeros((1, 5, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="groups"):
+        ModulatedDeformConv2D(4, 3, groups=2)(np.zeros((1, 5, 5, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[x, offset, mask\]"):
+        ModulatedDeformConv2D(4, 3, offset_mode="external")(np.zeros((1, 5, 5, 4), np.float32))
+    with pytest.raises(ValueError, match="offset"):
+        ModulatedDeformConv2D(4, 3, offset_mode="external")(
+            [np.zeros((1, 5, 5, 4), np.float32), np.zeros((1, 5, 5, 17), np.float32),
+             np.zeros((1, 5, 5, 9), np.float32)])
+    with pytest.raises(ValueError, match="one input"):
+        ModulatedDeformConv2D(4, 3)([np.zeros((1, 5, 5, 4), np.float32)] * 3)
