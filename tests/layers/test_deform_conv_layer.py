@@ -14,20 +14,35 @@ from tfdeblur.ops import modulated_deform_conv2d
 IMPLS = implementations()
 
 
-def _dense(x, kernel, strides=1, padding="same", dilation=1):
+def _pads(x_shape, ksize, strides, padding, dilation):
+    """(pad_top, pad_left) by the rule of OPS.md section 2."""
+    out = []
+    for size, k, s, d, axis in zip(x_shape[1:3], ksize, strides, dilation, (0, 1), strict=True):
+        if padding == "same":
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            out.append(total // 2)
+        elif padding == "valid":
+            out.append(0)
+        else:
+            out.append(padding[axis])
+    return out
+
+
+def _output_size(size, k, s, d, pad_before, padding):
+    if padding == "same":
+        return -(-size // s)
+    return (size + 2 * pad_before - (k - 1) * d - 1) // s + 1
+
+
+def _dense(x, kernel, strides, padding, dilation):
     """Plain convolution of any geometry: the op with zero offsets and unit masks."""
     x = tf.convert_to_tensor(x)
-    kh, kw = kernel.shape[:2]
-    sh, sw = (strides, strides) if isinstance(strides, int) else strides
-    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
-    n, h, w, _ = x.shape
-    if padding == "same":
-        ho, wo = -(-h // sh), -(-w // sw)
-    else:
-        pt, pl = padding
-        ho = (h + 2 * pt - (kh - 1) * dh - 1) // sh + 1
-        wo = (w + 2 * pl - (kw - 1) * dw - 1) // sw + 1
-    taps = kh * kw
+    ksize = kernel.shape[:2]
+    pads = _pads(x.shape, ksize, strides, padding, dilation)
+    n = x.shape[0]
+    ho, wo = (_output_size(x.shape[1 + a], ksize[a], strides[a], dilation[a], pads[a], padding)
+              for a in (0, 1))
+    taps = ksize[0] * ksize[1]
     return modulated_deform_conv2d(x, tf.zeros([n, ho, wo, 2 * taps], x.dtype),
                                    tf.ones([n, ho, wo, taps], x.dtype), kernel, strides=strides,
                                    padding=padding, dilation_rate=dilation,
@@ -48,34 +63,42 @@ def test_internal_mode_starts_as_half_masked_convolution(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_internal_offset_conv_has_the_main_geometry(impl):
-    """Stride 2 with dilation 2 (which tf.nn.conv2d alone rejects) and explicit padding."""
+@pytest.mark.parametrize("ksize,strides,padding,dilation", [
+    ((3, 2), (2, 2), (1, 0), (2, 2)),   # stride and dilation > 1: tf.nn.conv2d alone rejects it
+    ((3, 2), (2, 1), (1, 0), (1, 2)),
+    ((3, 3), (2, 1), "same", (1, 1)),
+    ((2, 3), (1, 1), (1, 0), (2, 1)),
+    ((3, 2), (1, 2), "valid", (1, 1)),
+])
+def test_internal_offset_conv_has_the_main_geometry(impl, ksize, strides, padding, dilation):
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(size=(2, 11, 9, 6)))
-    layer = ModulatedDeformConv2D(4, (3, 2), strides=(2, 2), padding=(1, 0), dilation_rate=(2, 2),
-                                  groups=2, deformable_groups=3, return_positions=True,
-                                  implementation=impl, dtype="float64")
+    layer = ModulatedDeformConv2D(4, ksize, strides=strides, padding=padding,
+                                  dilation_rate=dilation, groups=2, deformable_groups=3,
+                                  return_positions=True, implementation=impl, dtype="float64")
     layer.build(x.shape)
     off_k = rng.normal(size=layer.offset_kernel.shape) * 0.3
     off_b = rng.normal(size=layer.offset_bias.shape) * 0.3
     layer.offset_kernel.assign(off_k)
     layer.offset_bias.assign(off_b)
     y, pos = layer(x)
-    raw = _dense(x, tf.constant(off_k), strides=(2, 2), padding=(1, 0), dilation=(2, 2)) + off_b
-    taps = 3 * 3 * 2
+    raw = _dense(x, tf.constant(off_k), strides, padding, dilation) + off_b
+    taps = 3 * ksize[0] * ksize[1]
     offset, mask = raw[..., :2 * taps], tf.sigmoid(raw[..., 2 * taps:])
-    expected = modulated_deform_conv2d(x, offset, mask, layer.kernel, layer.bias, strides=2,
-                                       padding=(1, 0), dilation_rate=2, groups=2,
+    expected = modulated_deform_conv2d(x, offset, mask, layer.kernel, layer.bias, strides=strides,
+                                       padding=padding, dilation_rate=dilation, groups=2,
                                        deformable_groups=3, implementation="portable")
-    assert y.shape == expected.shape == (2, 5, 4, 4)
+    assert y.shape == expected.shape
     np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-10, atol=1e-10)
     # positions = regular grid + predicted offsets
-    i, j, g, k = 3, 2, 1, 4
-    ky, kx = divmod(k, 2)
-    s = g * 6 + k
-    want = (i * 2 - 1 + ky * 2 + offset[1, i, j, 2 * s],
-            j * 2 + kx * 2 + offset[1, i, j, 2 * s + 1])
-    np.testing.assert_allclose(pos.numpy()[1, i, j, s], want, rtol=1e-12)
+    _, ho, wo, _ = y.shape
+    pad_top, pad_left = _pads(x.shape, ksize, strides, padding, dilation)
+    for i, j, g, k in [(0, 0, 0, 0), (ho - 1, wo - 1, 2, ksize[0] * ksize[1] - 1), (1, 1, 1, 1)]:
+        ky, kx = divmod(k, ksize[1])
+        s = g * ksize[0] * ksize[1] + k
+        want = (i * strides[0] - pad_top + ky * dilation[0] + offset[1, i, j, 2 * s],
+                j * strides[1] - pad_left + kx * dilation[1] + offset[1, i, j, 2 * s + 1])
+        np.testing.assert_allclose(pos.numpy()[1, i, j, s], want, rtol=1e-12)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
