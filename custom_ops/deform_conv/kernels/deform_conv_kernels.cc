@@ -10,8 +10,8 @@
 // per concurrently running task, i.e. at most
 // (intra-op threads) x kTileElements elements (512 KiB each in float32).
 //
-// Backward: the tiles are split into R = (intra-op threads) contiguous
-// ranges, one task each. For a tile, range r computes dcol = dy W^T into its
+// Backward: the tiles are split into R = (intra-op threads, at most one per
+// kMinBandRows output rows) contiguous ranges, one task each. For a tile, range r computes dcol = dy W^T into its
 // tile buffer, then in one pass over x the tile's column buffer, the mask and
 // offset gradients (each pixel's own, so race-free) and the input gradient,
 // and finally dW_r += col^T dy, db_r += sum dy into its own accumulators.
@@ -57,6 +57,7 @@ namespace {
 constexpr int64_t kTileElements = int64_t{1} << 17;
 constexpr int64_t kMinTilePixels = 16;
 constexpr int64_t kQueueBytes = int64_t{64} << 20;
+constexpr int64_t kMinBandRows = 8;
 
 template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -330,7 +331,11 @@ struct ModulatedDeformConvBackward<CPUDevice, T> {
     const int64_t P = g.pixels(), cw = g.col_width();
     const int64_t kcg = g.taps() * g.cg(), cog = g.cog();
     const int64_t kernel_size = kcg * g.cout, part_len = kernel_size + g.cout;
-    const int64_t R = g.ranges > 0 ? g.ranges : NumRanges(d);
+    // At least kMinBandRows output rows per range: thinner bands would queue
+    // most corners (offsets and kernel reach several rows beyond a band).
+    const int64_t R = g.ranges > 0 ? g.ranges
+                                   : std::max<int64_t>(1, std::min<int64_t>(
+                                         NumRanges(d), g.n * g.ho / kMinBandRows));
     const int64_t tile = TilePixels(g), tiles = (P + tile - 1) / tile;
     // Queued values of one range: its share of the budget, but at least what
     // one tile can queue (4 corners per sample).
