@@ -214,3 +214,16 @@ def test_bad_inputs_name_the_problem():
              np.zeros((1, 5, 5, 9), np.float32)])
     with pytest.raises(ValueError, match="one input"):
         ModulatedDeformConv2D(4, 3)([np.zeros((1, 5, 5, 4), np.float32)] * 3)
+
+
+def test_mixed_float16_policy():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 6, 6, 4)).astype(np.float32)
+    layer = ModulatedDeformConv2D(3, 3, return_positions=True, dtype="mixed_float16")
+    y, pos = layer(x)
+    assert y.dtype == tf.float16 and pos.dtype == tf.float32
+    layer32 = ModulatedDeformConv2D(3, 3)
+    layer32.build(x.shape)
+    layer32.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(y, np.float32), layer32(x).numpy(), rtol=0.02,
+                               atol=0.02)

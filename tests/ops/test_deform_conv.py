@@ -510,3 +510,15 @@ def test_raw_op_rejects_bad_attributes_and_shapes():
         lib.tf_deblur_modulated_deform_conv2d_grad(**base, dy=np.zeros((1, 6, 5, 4), np.float32))
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="x"):
         lib.tf_deblur_modulated_deform_conv2d(**{**base, "x": np.zeros((1, 0, 6, 4), np.float32)})
+
+
+def test_half_precision_auto_runs_on_cpu():
+    """float16 has GPU kernels only: on a CPU-only host "auto" takes the portable path."""
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is present")
+    rng = np.random.default_rng(17)
+    case = random_case(rng, n=1, h=6, w=7, cin=4, cout=3)
+    y16 = modulated_deform_conv2d(*(case[k].astype(np.float16) for k in
+                                    ("x", "offset", "mask", "kernel", "bias")))
+    assert y16.dtype == tf.float16
+    np.testing.assert_allclose(y16.numpy().astype(np.float64), ref(case), rtol=0.02, atol=0.05)
