@@ -115,9 +115,11 @@ ODD = dict(ksize=(3, 2), strides=(2, 1), padding=((1, 1), (0, 0)), dilation=(2, 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Makes the compiled CPU kernel use tiny tiles and chunks (the large-image paths)."""
+    """Tiny tiles and gradient queues in the compiled CPU kernel: many tiles,
+    ranges and rounds, as large images take."""
     monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "40")
-    monkeypatch.setenv("TFDEBLUR_DCN_CHUNK_BYTES", "3000")
+    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "3000")
+    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", "5")
 
 
 def run(case, impl, strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1,
@@ -302,7 +304,8 @@ def test_gradients_numerical_float64(impl, which, small_tiles):
         case = random_case(rng, n=1, h=4, w=5, cin=2, cout=3, ksize=(3, 3),
                            away_from_integers=True)
     inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
-    theoretical, numerical = tf.test.compute_gradient(_grad_fn(impl, geo), inputs)
+    # Traced once: compute_gradient calls it twice per input element.
+    theoretical, numerical = tf.test.compute_gradient(tf.function(_grad_fn(impl, geo)), inputs)
     names = ("x", "offset", "mask", "kernel", "bias")
     for name, t, n in zip(names, theoretical, numerical, strict=True):
         assert np.abs(t).max() > 0, name
@@ -345,6 +348,22 @@ def test_gradients_batch_zero(impl):
     for name, g in zip(("x", "offset", "mask", "kernel", "bias"), grads, strict=True):
         assert g.shape == case[name].shape, name
         assert not np.any(g.numpy()), name
+
+
+@needs_compiled
+@pytest.mark.parametrize("ranges", ["1", "3", "7"])
+def test_compiled_backward_with_many_ranges(ranges, monkeypatch):
+    """Input-gradient corners in other ranges' bands (queued, added after each round)."""
+    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", ranges)
+    monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "200")
+    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "20000")
+    rng = np.random.default_rng(16)
+    geo = dict(strides=(1, 2), padding="same", dilation=(2, 1), groups=1, dgroups=2)
+    case = random_case(rng, n=2, h=13, w=9, cin=4, cout=3, ksize=(3, 3), spread=6.0, **geo)
+    got = _all_grads("compiled", case, geo)
+    want = _all_grads("portable", case, geo)
+    for name, a, b in zip(("x", "offset", "mask", "kernel", "bias"), got, want, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-9, err_msg=name)
 
 
 @needs_compiled
@@ -428,16 +447,20 @@ def _good(n=1, h=6, w=6, cin=4, cout=4, k=3, dg=1, groups=1):
     (dict(x=np.zeros((1, 6, 6), np.float32)), {}, "x"),
     (dict(mask=np.zeros((1, 6, 6, 9), np.float64)), {}, "mask"),
     ({}, dict(bias=np.zeros(3, np.float32)), "bias"),
-    ({}, dict(implementation="fast"), "implementation"),
 ])
 def test_bad_inputs_raise_value_error_naming_argument(impl, change, kwargs, word):
     args = {**_good(), **change}
-    if impl == "compiled" and kwargs.get("implementation"):
-        pytest.skip("implementation is checked once")
     kwargs = {"implementation": impl, **kwargs}
     with pytest.raises(ValueError, match=word):
         modulated_deform_conv2d(args["x"], args["offset"], args["mask"], args["kernel"],
                                 **kwargs)
+
+
+def test_unknown_implementation():
+    a = _good()
+    with pytest.raises(ValueError, match="implementation"):
+        modulated_deform_conv2d(a["x"], a["offset"], a["mask"], a["kernel"],
+                                implementation="fast")
 
 
 def test_too_small_input_for_valid_padding():
@@ -487,3 +510,15 @@ def test_raw_op_rejects_bad_attributes_and_shapes():
         lib.tf_deblur_modulated_deform_conv2d_grad(**base, dy=np.zeros((1, 6, 5, 4), np.float32))
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="x"):
         lib.tf_deblur_modulated_deform_conv2d(**{**base, "x": np.zeros((1, 0, 6, 4), np.float32)})
+
+
+def test_half_precision_auto_runs_on_cpu():
+    """float16 has GPU kernels only: on a CPU-only host "auto" takes the portable path."""
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is present")
+    rng = np.random.default_rng(17)
+    case = random_case(rng, n=1, h=6, w=7, cin=4, cout=3)
+    y16 = modulated_deform_conv2d(*(case[k].astype(np.float16) for k in
+                                    ("x", "offset", "mask", "kernel", "bias")))
+    assert y16.dtype == tf.float16
+    np.testing.assert_allclose(y16.numpy().astype(np.float64), ref(case), rtol=0.02, atol=0.05)

@@ -19,25 +19,28 @@ OFFSET_MODES = ("internal", "external")
 def _dense_conv(x: tf.Tensor, kernel: tf.Tensor, geo: _Geometry) -> tf.Tensor:
     """Ordinary convolution with exactly the deformable convolution's geometry.
 
-    ``tf.nn.conv2d`` rejects strides > 1 together with dilations > 1, and
-    "same" must follow the deformable op's rule, so the input is padded here
-    and strides are taken by slicing when both are > 1.
+    "same" follows the same rule in both ops. ``tf.nn.conv2d`` rejects
+    strides > 1 together with dilations > 1; that case pads explicitly,
+    convolves at stride 1 and takes every stride-th output.
     """
+    strides, dilations = [1, geo.sh, geo.sw, 1], [1, geo.dh, geo.dw, 1]
+    if geo.mode == "EXPLICIT":
+        t, b, left, right = geo.explicit
+        padding = [[0, 0], [t, b], [left, right], [0, 0]]
+    else:
+        padding = geo.mode
+    if max(geo.sh, geo.sw) == 1 or max(geo.dh, geo.dw) == 1:
+        return tf.nn.conv2d(x, kernel, strides=strides, padding=padding, dilations=dilations)
     xs = tf.shape(x)
     ho, top = geo.rows(xs[1])
     wo, left = geo.cols(xs[2])
     eff_h, eff_w = (geo.kh - 1) * geo.dh + 1, (geo.kw - 1) * geo.dw + 1
-    # Padding after is whatever makes the last window fit; cropping handles
-    # the case where the explicit padding leaves extra rows unused.
+    # Only as much padding after as the last window needs.
     bottom = tf.maximum((ho - 1) * geo.sh + eff_h - xs[1] - top, 0)
     right = tf.maximum((wo - 1) * geo.sw + eff_w - xs[2] - left, 0)
     xp = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
-    strided = max(geo.sh, geo.sw) > 1 and max(geo.dh, geo.dw) > 1
-    y = tf.nn.conv2d(xp, kernel, strides=1 if strided else [1, geo.sh, geo.sw, 1],
-                     padding="VALID", dilations=[1, geo.dh, geo.dw, 1])
-    if strided:
-        y = y[:, ::geo.sh, ::geo.sw, :]
-    return y[:, :ho, :wo, :]
+    y = tf.nn.conv2d(xp, kernel, strides=1, padding="VALID", dilations=dilations)
+    return y[:, ::geo.sh, ::geo.sw, :][:, :ho, :wo, :]
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")

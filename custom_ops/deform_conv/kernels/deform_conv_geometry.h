@@ -28,10 +28,12 @@ struct DeformConvGeometry {
   int groups = 1;    // weight groups
   int dgroups = 1;   // deformable (offset) groups
   bool has_bias = false;
-  // Scratch limits: column-buffer elements per CPU tile and bytes of column
-  // buffer per chunk (CPU backward, CUDA forward and backward). 0 = default.
+  // Scratch limits, 0 = the kernels' defaults: column-buffer elements per CPU
+  // tile; bytes of queued input gradient (CPU backward) or of column buffer
+  // per chunk (CUDA).
   int64_t tile_elements = 0;
-  int64_t chunk_bytes = 0;
+  int64_t scratch_bytes = 0;
+  int64_t ranges = 0;  // CPU backward: ranges of tiles (default: intra-op threads)
 
   TFDEBLUR_HD int64_t taps() const { return static_cast<int64_t>(kh) * kw; }
   TFDEBLUR_HD int64_t cg() const { return cin / groups; }     // input channels per weight group

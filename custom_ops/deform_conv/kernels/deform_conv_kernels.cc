@@ -10,20 +10,23 @@
 // per concurrently running task, i.e. at most
 // (intra-op threads) x kTileElements elements (512 KiB each in float32).
 //
-// Backward: the pixels are processed in chunks of at most kChunkBytes of
-// column gradient (and at least one tile). For a chunk:
-//   A. parallel over R = (intra-op threads) fixed ranges of tiles: dcol =
-//      dy W^T into the chunk buffer; in the same pass over x, the column
-//      buffer of the tile and the mask/offset gradients (each pixel's own, so
-//      race-free); then dW_r += col^T dy, db_r += sum dy into range r's own
-//      accumulator.
-//   B. parallel over (image, channel block): scatter dcol into dx. Blocks
-//      own disjoint channels of one image, so no two tasks write the same
-//      element and no atomics or per-thread copies of dx are needed.
+// Backward: the tiles are split into R = (intra-op threads, at most one per
+// kMinBandRows output rows) contiguous ranges, one task each. For a tile, range r computes dcol = dy W^T into its
+// tile buffer, then in one pass over x the tile's column buffer, the mask and
+// offset gradients (each pixel's own, so race-free) and the input gradient,
+// and finally dW_r += col^T dy, db_r += sum dy into its own accumulators.
+// The input gradient is a scatter (offsets may point anywhere), made
+// race-free without atomics or per-thread copies of dx: range r owns a band
+// of input rows (those around the output rows it processes) and adds into
+// them directly; a bilinear corner in another range's band is queued and
+// added by the owner after the round. With the usual small offsets almost
+// nothing is queued. A round ends when every range is done or its queue
+// could not take another tile; queues are bounded by kQueueBytes in all (or
+// one tile's worst case, 4 x tile buffer, per range if that is larger).
 // dW and db are summed over the ranges in a fixed order at the end. Tiles,
-// chunks and ranges depend only on the shapes and the pool size, so results
-// are bit-identical run to run. Scratch: the chunk buffer (<= kChunkBytes
-// unless a single tile is larger), R tile buffers and R copies of the kernel.
+// ranges, bands and round boundaries depend only on the data, the shapes and
+// the pool size, so results are bit-identical run to run. Scratch: per range
+// two tile buffers, one copy of the kernel and its queue.
 #define EIGEN_USE_THREADS
 
 #include "deform_conv/kernels/deform_conv_kernels.h"
@@ -53,7 +56,8 @@ namespace {
 
 constexpr int64_t kTileElements = int64_t{1} << 17;
 constexpr int64_t kMinTilePixels = 16;
-constexpr int64_t kChunkBytes = int64_t{64} << 20;
+constexpr int64_t kQueueBytes = int64_t{64} << 20;
+constexpr int64_t kMinBandRows = 8;
 
 template <typename T>
 using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -61,8 +65,6 @@ template <typename T>
 using MatrixMap = Eigen::Map<RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <typename T>
 using ConstMatrixMap = Eigen::Map<const RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <typename T>
-using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 int64_t TilePixels(const DeformConvGeometry& g) {
   const int64_t elements = g.tile_elements > 0 ? g.tile_elements : kTileElements;
@@ -147,18 +149,83 @@ void Im2Col(const DeformConvGeometry& g, const T* x, const T* offset, const T* m
   }
 }
 
-// Backward pass over x for pixels [p0, p1): writes the tile's column buffer
-// (for dW) and the mask and offset gradients, reading the column gradient of
-// the chunk (dcol, chunk_rows rows starting at pixel chunk0). `zeros` holds at
-// least cdg zeros and stands in for corners outside the image.
+// One run of channels of one sample in the backward pass: writes the column
+// buffer (m * value) and adds the sample's share of d(mask) (sum dc * value) and
+// of d(py), d(px) (sum dc * dvalue/dp) to acc[0..2]. Eight independent partial
+// sums per quantity let the compiler vectorise the reductions.
+template <typename T>
+void SampleRunBackward(int64_t len, const T* __restrict__ v0, const T* __restrict__ v1,
+                       const T* __restrict__ v2, const T* __restrict__ v3,
+                       const T* __restrict__ dc, T* __restrict__ col, const Bilinear<T>& b,
+                       T m, T* acc) {
+  constexpr int L = 8;
+  const T w0 = b.weight[0], w1 = b.weight[1], w2 = b.weight[2], w3 = b.weight[3];
+  const T y0 = b.dwy[0], y1 = b.dwy[1], y2 = b.dwy[2], y3 = b.dwy[3];
+  const T x0 = b.dwx[0], x1 = b.dwx[1], x2 = b.dwx[2], x3 = b.dwx[3];
+  T am[L] = {}, ay[L] = {}, ax[L] = {};
+  int64_t t = 0;
+  for (; t + L <= len; t += L) {
+    for (int l = 0; l < L; ++l) {
+      const T a0 = v0[t + l], a1 = v1[t + l], a2 = v2[t + l], a3 = v3[t + l];
+      const T d = dc[t + l];
+      const T val = w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3;
+      col[t + l] = m * val;
+      am[l] += d * val;
+      ay[l] += d * (y0 * a0 + y1 * a1 + y2 * a2 + y3 * a3);
+      ax[l] += d * (x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3);
+    }
+  }
+  for (; t < len; ++t) {
+    const T a0 = v0[t], a1 = v1[t], a2 = v2[t], a3 = v3[t];
+    const T d = dc[t];
+    const T val = w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3;
+    col[t] = m * val;
+    am[0] += d * val;
+    ay[0] += d * (y0 * a0 + y1 * a1 + y2 * a2 + y3 * a3);
+    ax[0] += d * (x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3);
+  }
+  for (int l = 0; l < L; ++l) {
+    acc[0] += am[l];
+    acc[1] += ay[l];
+    acc[2] += ax[l];
+  }
+}
+
+// Input-gradient contributions that a range could not write itself: `len`
+// values at values[pos] to be added to dx[dst].
+struct Overflow {
+  int64_t dst, pos, len;
+};
+
+// Scratch of one range of tiles in the backward pass. The range owns dx rows
+// [own_lo, own_hi) (flattened n * H + y) and writes them directly; a corner
+// in another range's rows is queued in bucket[owner] and added after the
+// round, when no range is writing.
+template <typename T>
+struct RangeState {
+  int64_t tile_begin = 0, tile_end = 0, cursor = 0;
+  int64_t own_lo = 0, own_hi = 0;
+  std::unique_ptr<T[]> col, dcol;
+  std::vector<T> values;
+  std::vector<std::vector<Overflow>> buckets;
+  T* dw = nullptr;  // kernel gradient accumulator, then bias gradient (cout)
+};
+
+// Backward over x for pixels [p0, p1) of range `rs`: the tile's column buffer
+// (for dW), the mask and offset gradients (each pixel's own) and the input
+// gradient (direct into owned rows, else queued). `bounds` holds the R + 1
+// row boundaries of the ranges' bands; `zeros` at least cdg zeros.
 template <typename T>
 void SampleBackward(const DeformConvGeometry& g, const T* x, const T* offset, const T* mask,
-                    const T* dcol, int64_t chunk0, int64_t chunk_rows, int64_t p0, int64_t p1,
-                    const T* zeros, T* col, T* doffset, T* dmask) {
+                    int64_t p0, int64_t p1, const std::vector<int64_t>& bounds,
+                    const T* zeros, RangeState<T>* rs, T* doffset, T* dmask, T* dx) {
   const int64_t rows = p1 - p0, hw = g.ho * g.wo, C = g.cin, cdg = g.cdg();
+  const T* col_dc = rs->dcol.get();
+  T* col = rs->col.get();
   for (int64_t p = p0; p < p1; ++p) {
     const int64_t n = p / hw, i = (p - n * hw) / g.wo, j = p - n * hw - i * g.wo;
     const T* xn = x + n * g.h * g.w * C;
+    T* dxn = dx + n * g.h * g.w * C;
     for (int64_t dg = 0; dg < g.dgroups; ++dg) {
       for (int64_t k = 0; k < g.taps(); ++k) {
         const int64_t slot = dg * g.taps() + k;
@@ -175,56 +242,44 @@ void SampleBackward(const DeformConvGeometry& g, const T* x, const T* offset, co
           doff[0] = doff[1] = T(0);
           continue;
         }
-        T acc_m(0), acc_y(0), acc_x(0);
+        // Owner of each corner's dx row: this range (-1) or another one.
+        int owner[4];
+        for (int q = 0; q < 4; ++q) {
+          owner[q] = -1;
+          if (!b.inside[q]) continue;
+          const int64_t row = n * g.h + b.offset[q] / g.w;
+          if (row < rs->own_lo || row >= rs->own_hi) {
+            owner[q] = static_cast<int>(
+                std::upper_bound(bounds.begin(), bounds.end(), row) - bounds.begin() - 1);
+          }
+        }
+        T acc[3] = {T(0), T(0), T(0)};
         ForEachRun(g, dg * cdg, (dg + 1) * cdg, [&](int64_t c0, int64_t c1) {
           const int64_t len = c1 - c0;
           const T* v[4];
           for (int q = 0; q < 4; ++q) v[q] = b.inside[q] ? xn + b.offset[q] * C + c0 : zeros;
-          ConstArrayMap<T> v0(v[0], len), v1(v[1], len), v2(v[2], len), v3(v[3], len);
-          ConstArrayMap<T> dc(dcol + g.col_index(chunk_rows, p - chunk0, k, c0), len);
-          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> dst(
-              col + g.col_index(rows, p - p0, k, c0), len);
-          const auto val = b.weight[0] * v0 + b.weight[1] * v1 + b.weight[2] * v2 +
-                           b.weight[3] * v3;
-          dst = m * val;
-          acc_m += (dc * val).sum();
-          acc_y += (dc * (b.dwy[0] * v0 + b.dwy[1] * v1 + b.dwy[2] * v2 + b.dwy[3] * v3)).sum();
-          acc_x += (dc * (b.dwx[0] * v0 + b.dwx[1] * v1 + b.dwx[2] * v2 + b.dwx[3] * v3)).sum();
-        });
-        *dm = acc_m;
-        doff[0] = m * acc_y;
-        doff[1] = m * acc_x;
-      }
-    }
-  }
-}
-
-// dx[n, :, :, cb0:cb1] += scatter of dcol for the pixels [pa, pb) of image n.
-template <typename T>
-void ScatterToInput(const DeformConvGeometry& g, const T* offset, const T* mask, const T* dcol,
-                    int64_t chunk0, int64_t chunk_rows, int64_t n, int64_t pa, int64_t pb,
-                    int64_t cb0, int64_t cb1, T* dx) {
-  const int64_t hw = g.ho * g.wo, C = g.cin, cdg = g.cdg();
-  T* dxn = dx + n * g.h * g.w * C;
-  const int64_t dg0 = cb0 / cdg, dg1 = (cb1 - 1) / cdg;
-  for (int64_t p = pa; p < pb; ++p) {
-    const int64_t i = (p - n * hw) / g.wo, j = p - n * hw - i * g.wo;
-    for (int64_t dg = dg0; dg <= dg1; ++dg) {
-      const int64_t c0 = std::max(cb0, dg * cdg), c1 = std::min(cb1, (dg + 1) * cdg);
-      for (int64_t k = 0; k < g.taps(); ++k) {
-        Bilinear<T> b;
-        T m;
-        if (!Locate(g, offset, mask, p, i, j, dg, k, &b, &m)) continue;
-        ForEachRun(g, c0, c1, [&](int64_t r0, int64_t r1) {
-          const T* __restrict__ src = dcol + g.col_index(chunk_rows, p - chunk0, k, r0);
-          const int64_t len = r1 - r0;
+          const T* dc = col_dc + g.col_index(rows, p - p0, k, c0);
+          SampleRunBackward(len, v[0], v[1], v[2], v[3], dc,
+                            col + g.col_index(rows, p - p0, k, c0), b, m, acc);
           for (int q = 0; q < 4; ++q) {
             if (!b.inside[q]) continue;
-            T* __restrict__ dst = dxn + b.offset[q] * C + r0;
             const T wq = m * b.weight[q];
-            for (int64_t t = 0; t < len; ++t) dst[t] += wq * src[t];
+            const int64_t dst = b.offset[q] * C + c0;
+            if (owner[q] < 0) {
+              T* __restrict__ out = dxn + dst;
+              for (int64_t t = 0; t < len; ++t) out[t] += wq * dc[t];
+            } else {
+              const int64_t pos = static_cast<int64_t>(rs->values.size());
+              rs->values.resize(pos + len);
+              T* __restrict__ out = rs->values.data() + pos;
+              for (int64_t t = 0; t < len; ++t) out[t] = wq * dc[t];
+              rs->buckets[owner[q]].push_back({n * g.h * g.w * C + dst, pos, len});
+            }
           }
         });
+        *dm = acc[0];
+        doff[0] = m * acc[1];
+        doff[1] = m * acc[2];
       }
     }
   }
@@ -273,89 +328,132 @@ struct ModulatedDeformConvBackward<CPUDevice, T> {
                           const T* offset, const T* mask, const T* kernel, const T* dy, T* dx,
                           T* doffset, T* dmask, T* dkernel, T* dbias) {
     const CPUDevice& d = ctx->eigen_device<CPUDevice>();
-    const int64_t P = g.pixels(), C = g.cin, cw = g.col_width();
+    const int64_t P = g.pixels(), cw = g.col_width();
     const int64_t kcg = g.taps() * g.cg(), cog = g.cog();
-    const int64_t kernel_size = kcg * g.cout;
-    const int64_t R = NumRanges(d);
-    const int64_t tile = TilePixels(g);
-    const int64_t budget = g.chunk_bytes > 0 ? g.chunk_bytes : kChunkBytes;
-    const int64_t chunk =
-        std::max<int64_t>(1, budget / (tile * cw * static_cast<int64_t>(sizeof(T)))) * tile;
+    const int64_t kernel_size = kcg * g.cout, part_len = kernel_size + g.cout;
+    // At least kMinBandRows output rows per range: thinner bands would queue
+    // most corners (offsets and kernel reach several rows beyond a band).
+    const int64_t R = g.ranges > 0 ? g.ranges
+                                   : std::max<int64_t>(1, std::min<int64_t>(
+                                         NumRanges(d), g.n * g.ho / kMinBandRows));
+    const int64_t tile = TilePixels(g), tiles = (P + tile - 1) / tile;
+    // Queued values of one range: its share of the budget, but at least what
+    // one tile can queue (4 corners per sample).
+    const int64_t budget = g.scratch_bytes > 0 ? g.scratch_bytes : kQueueBytes;
+    const int64_t tile_worst = 4 * tile * cw;
+    const int64_t cap = std::max(tile_worst, budget / R / static_cast<int64_t>(sizeof(T)));
 
-    // dx is accumulated into by the scatter; zero it in parallel.
-    const int64_t x_size = g.n * g.h * g.w * C;
+    const int64_t x_size = g.n * g.h * g.w * g.cin;
     d.parallelFor(x_size, Eigen::TensorOpCost(0, sizeof(T), 1),
                   [&](Eigen::Index b, Eigen::Index e) { std::fill(dx + b, dx + e, T(0)); });
 
-    Tensor dcol_tensor, parts_tensor;
+    Tensor parts_tensor;
     TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value,
-                                          TensorShape({std::max<int64_t>(1, std::min(chunk, P) * cw)}),
-                                          &dcol_tensor));
-    TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value,
-                                          TensorShape({R * (kernel_size + g.cout)}),
-                                          &parts_tensor));
-    T* dcol = dcol_tensor.flat<T>().data();
-    T* parts = parts_tensor.flat<T>().data();  // R x (dW, db)
-    std::fill(parts, parts + R * (kernel_size + g.cout), T(0));
+                                          TensorShape({R * part_len}), &parts_tensor));
+    T* parts = parts_tensor.flat<T>().data();  // per range: dW, then db
+    std::fill(parts, parts + R * part_len, T(0));
     std::vector<T> zeros(static_cast<size_t>(g.cdg()), T(0));
 
-    for (int64_t c0 = 0; c0 < P; c0 += chunk) {
-      const int64_t c1 = std::min(P, c0 + chunk), crows = c1 - c0;
-      const int64_t ntiles = (crows + tile - 1) / tile;
-      const double range_flops =
-          static_cast<double>(crows) / R * cw * (3.0 * g.cog() + 12.0);
-      // Phase A: per range of tiles.
-      d.parallelFor(R, CoarseCost(range_flops), [&](Eigen::Index rb, Eigen::Index re) {
-        auto col = Scratch<T>(tile * cw);
+    // Range r takes tiles [T*r/R, T*(r+1)/R) and owns the input rows from the
+    // centre row of its first pixel's receptive field to the next range's.
+    const int64_t hw = g.ho * g.wo;
+    std::vector<int64_t> bounds(R + 1);
+    for (int64_t r = 0; r <= R; ++r) {
+      const int64_t p = std::min(P, tiles * r / R * tile);
+      if (r == 0) {
+        bounds[r] = 0;
+      } else if (r == R || p >= P) {
+        bounds[r] = g.n * g.h;
+      } else {
+        const int64_t n = p / hw, i = (p - n * hw) / g.wo;
+        const int64_t centre = i * g.sh - g.pad_top + (g.kh - 1) * g.dh / 2;
+        bounds[r] = n * g.h + std::min<int64_t>(g.h, std::max<int64_t>(0, centre));
+      }
+    }
+    std::vector<RangeState<T>> ranges(R);
+    for (int64_t r = 0; r < R; ++r) {
+      RangeState<T>& rs = ranges[r];
+      rs.tile_begin = rs.cursor = tiles * r / R;
+      rs.tile_end = tiles * (r + 1) / R;
+      rs.own_lo = bounds[r];
+      rs.own_hi = bounds[r + 1];
+      rs.buckets.resize(R);
+      rs.dw = parts + r * part_len;
+    }
+
+    const double tile_flops = static_cast<double>(tile) * cw * (3.0 * g.cog() + 24.0);
+    // Rounds: every range runs until done or until its queue could overflow
+    // on the next tile; then the queues are added into dx, parallel over the
+    // owning range, in source-range order. Round boundaries depend on the
+    // data only, so the summation order (and the result) is reproducible.
+    for (;;) {
+      bool pending = false;
+      for (const auto& rs : ranges) pending = pending || rs.cursor < rs.tile_end;
+      if (!pending) break;
+      d.parallelFor(R, CoarseCost(tile_flops * std::max<int64_t>(1, tiles / R)),
+                    [&](Eigen::Index rb, Eigen::Index re) {
         for (Eigen::Index r = rb; r < re; ++r) {
-          T* dw = parts + r * (kernel_size + g.cout);
-          T* db = dw + kernel_size;
-          for (int64_t t = ntiles * r / R; t < ntiles * (r + 1) / R; ++t) {
-            const int64_t p0 = c0 + t * tile, p1 = std::min(c1, p0 + tile), rows = p1 - p0;
+          RangeState<T>& rs = ranges[r];
+          if (rs.cursor >= rs.tile_end) continue;
+          if (!rs.col) {
+            rs.col = Scratch<T>(tile * cw);
+            rs.dcol = Scratch<T>(tile * cw);
+          }
+          T* db = rs.dw + kernel_size;
+          while (rs.cursor < rs.tile_end &&
+                 static_cast<int64_t>(rs.values.size()) + tile_worst <= cap) {
+            const int64_t p0 = rs.cursor * tile, p1 = std::min(P, p0 + tile), rows = p1 - p0;
             for (int64_t gi = 0; gi < g.groups; ++gi) {
               ConstMatrixMap<T> dyg(dy + p0 * g.cout + gi * cog, rows, cog,
                                     Eigen::OuterStride<>(g.cout));
               ConstMatrixMap<T> w(kernel + gi * cog, kcg, cog, Eigen::OuterStride<>(g.cout));
-              MatrixMap<T> dc(dcol + (gi * crows + (p0 - c0)) * kcg, rows, kcg,
+              MatrixMap<T> dc(rs.dcol.get() + gi * rows * kcg, rows, kcg,
                               Eigen::OuterStride<>(kcg));
               dc.noalias() = dyg * w.transpose();
             }
-            SampleBackward(g, x, offset, mask, dcol, c0, crows, p0, p1, zeros.data(),
-                           col.get(), doffset, dmask);
+            SampleBackward(g, x, offset, mask, p0, p1, bounds, zeros.data(), &rs, doffset,
+                           dmask, dx);
             for (int64_t gi = 0; gi < g.groups; ++gi) {
-              ConstMatrixMap<T> a(col.get() + gi * rows * kcg, rows, kcg,
+              ConstMatrixMap<T> a(rs.col.get() + gi * rows * kcg, rows, kcg,
                                   Eigen::OuterStride<>(kcg));
               ConstMatrixMap<T> dyg(dy + p0 * g.cout + gi * cog, rows, cog,
                                     Eigen::OuterStride<>(g.cout));
-              MatrixMap<T> dwg(dw + gi * cog, kcg, cog, Eigen::OuterStride<>(g.cout));
+              MatrixMap<T> dwg(rs.dw + gi * cog, kcg, cog, Eigen::OuterStride<>(g.cout));
               dwg.noalias() += a.transpose() * dyg;
             }
             if (g.has_bias) {
-              ConstMatrixMap<T> dyt(dy + p0 * g.cout, rows, g.cout, Eigen::OuterStride<>(g.cout));
+              ConstMatrixMap<T> dyt(dy + p0 * g.cout, rows, g.cout,
+                                    Eigen::OuterStride<>(g.cout));
               Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(db, g.cout) +=
                   dyt.colwise().sum();
+            }
+            ++rs.cursor;
+          }
+        }
+      });
+      int64_t queued = 0;
+      for (const auto& rs : ranges) queued += static_cast<int64_t>(rs.values.size());
+      if (queued == 0) continue;
+      d.parallelFor(R, CoarseCost(static_cast<double>(queued) / R * 2),
+                    [&](Eigen::Index ob, Eigen::Index oe) {
+        for (Eigen::Index owner = ob; owner < oe; ++owner) {
+          for (int64_t r = 0; r < R; ++r) {
+            const RangeState<T>& src = ranges[r];
+            for (const Overflow& o : src.buckets[owner]) {
+              T* __restrict__ out = dx + o.dst;
+              const T* __restrict__ in = src.values.data() + o.pos;
+              for (int64_t t = 0; t < o.len; ++t) out[t] += in[t];
             }
           }
         }
       });
-      // Phase B: scatter into dx, parallel over (image, channel block).
-      const int64_t hw = g.ho * g.wo;
-      const int64_t n_first = c0 / hw, n_last = (c1 - 1) / hw, images = n_last - n_first + 1;
-      const int64_t max_blocks = std::max<int64_t>(1, C / 8);
-      const int64_t blocks = std::min(max_blocks, std::max<int64_t>(1, (R + images - 1) / images));
-      const double unit_flops = static_cast<double>(crows) / images * cw / blocks * 10.0;
-      d.parallelFor(images * blocks, CoarseCost(unit_flops), [&](Eigen::Index ub, Eigen::Index ue) {
-        for (Eigen::Index u = ub; u < ue; ++u) {
-          const int64_t n = n_first + u / blocks, blk = u % blocks;
-          const int64_t pa = std::max(c0, n * hw), pb = std::min(c1, (n + 1) * hw);
-          const int64_t cb0 = C * blk / blocks, cb1 = C * (blk + 1) / blocks;
-          if (cb0 < cb1) ScatterToInput(g, offset, mask, dcol, c0, crows, n, pa, pb, cb0, cb1, dx);
-        }
-      });
+      for (auto& rs : ranges) {
+        rs.values.clear();
+        for (auto& bucket : rs.buckets) bucket.clear();
+      }
     }
 
     // Sum the per-range parts in range order (deterministic).
-    const int64_t part_len = kernel_size + g.cout;
     const int64_t out_len = kernel_size + (g.has_bias ? g.cout : 0);
     d.parallelFor(out_len, Eigen::TensorOpCost(R * sizeof(T), sizeof(T), R),
                   [&](Eigen::Index b, Eigen::Index e) {
@@ -502,7 +600,8 @@ absl::Status Validate(const DeformConvAttrs& a, const Tensor& x, const Tensor& o
   }
   g->has_bias = bias.dim_size(0) != 0;
   g->tile_elements = EnvInt("TFDEBLUR_DCN_TILE_ELEMENTS");
-  g->chunk_bytes = EnvInt("TFDEBLUR_DCN_CHUNK_BYTES");
+  g->scratch_bytes = EnvInt("TFDEBLUR_DCN_SCRATCH_BYTES");
+  g->ranges = std::min<int64_t>(EnvInt("TFDEBLUR_DCN_RANGES"), 1024);
   g->sh = a.strides[0];
   g->sw = a.strides[1];
   g->dh = a.dilations[0];
