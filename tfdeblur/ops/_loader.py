@@ -23,6 +23,15 @@ _STATE: dict = {"attempted": False, "lib": None, "reason": None, "info": {}}
 
 IMPLEMENTATIONS = ("auto", "compiled", "portable")
 
+# Python functions the library must provide; a library built from older
+# sources (a stale in-place build) lacks some and is not used.
+EXPECTED_OPS = (
+    "tf_deblur_gated_recurrence",
+    "tf_deblur_gated_recurrence_grad",
+    "tf_deblur_modulated_deform_conv2d",
+    "tf_deblur_modulated_deform_conv2d_grad",
+)
+
 
 def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
@@ -78,11 +87,18 @@ def _load() -> None:
                             "lacks")
         return
     try:
-        _STATE["lib"] = tf.load_op_library(path)
-        _STATE["info"] = info
+        lib = tf.load_op_library(path)
     except (tf.errors.NotFoundError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         _STATE["reason"] = f"compiled op library {path} failed to load: {first}"
+        return
+    missing = [name for name in EXPECTED_OPS if not hasattr(lib, name)]
+    if missing:
+        _STATE["reason"] = (f"compiled op library {path} is stale: it lacks {missing} "
+                            "(rebuild with `make build`)")
+        return
+    _STATE["lib"] = lib
+    _STATE["info"] = info
 
 
 def load_library():
