@@ -84,3 +84,19 @@ def test_disabled_by_environment_is_silent(tmp_path):
     out = _run(tmp_path, {"TFDEBLUR_DISABLE_COMPILED": "1"})
     assert "AVAILABLE False" in out
     assert "WARNINGS 0" in out
+
+
+def test_stale_library_missing_an_op_is_not_used(tmp_path):
+    pkg = _copy_package(tmp_path)
+    if not list((pkg / "ops").glob("_tfdeblur_ops*.so")):
+        pytest.skip("compiled op library not built in this checkout")
+    loader = pkg / "ops" / "_loader.py"
+    # Pretend the sources now define one more op than the built library has.
+    first = '"tf_deblur_gated_recurrence",'
+    loader.write_text(loader.read_text().replace(
+        first, first + ' "tf_deblur_op_from_the_future",', 1))
+    out = _run(tmp_path)
+    assert "AVAILABLE False" in out
+    assert "WARNINGS 1" in out
+    assert "is stale" in out and "tf_deblur_op_from_the_future" in out
+    assert "VALUES [0.5, 0.75, 0.875, 0.5, 0.75, 0.875]" in out
