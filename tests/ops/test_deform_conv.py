@@ -303,6 +303,30 @@ def test_reference_backward_matches_op_gradients(impl, which, use_bias, small_ti
         np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("impl", [
+    pytest.param(i, marks=pytest.mark.xfail(
+        strict=True, reason="portable: a sample exactly at py = -1 or px = -1 gets the "
+        "right-sided offset gradient (floor(-1) = -1 puts row 0 in its cell); OPS.md, the "
+        "compiled kernels and torchvision treat it as outside, gradient 0"))
+    if i == "portable" else i for i in IMPLS])
+def test_offset_gradient_at_exactly_minus_one(impl):
+    """Zero offsets (the layer's initial state) with a 3x3 'same' kernel put the top row
+    and left column taps of the border pixels exactly at -1."""
+    rng = np.random.default_rng(19)
+    case = random_case(rng, n=1, h=4, w=5, cin=2, cout=3)
+    case["offset"] = np.zeros_like(case["offset"])
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
+    dy = rng.normal(size=(1, 4, 5, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(_grad_fn(impl, geo)(*inputs) * dy)
+    doffset = tape.gradient(loss, inputs[1]).numpy()
+    want = ref_deform_conv_backward(case["x"], case["offset"], case["mask"], case["kernel"],
+                                    dy)[1]
+    np.testing.assert_allclose(doffset, want, rtol=1e-12, atol=1e-12)
+
+
 @needs_compiled
 @pytest.mark.parametrize("ranges", ["1", "3", "7"])
 def test_compiled_backward_with_many_ranges(ranges, monkeypatch):
