@@ -15,6 +15,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.gpu.dcn_cases import (
+    DCN_CASES,
+    DCN_DTYPES,
+    DCN_NAMES,
+    assert_close_scaled,
+    dcn_case,
+    dcn_geometry,
+    reference_dcn,
+)
+from tests.gpu.standalone_abi import DTYPE_CODES, bind, call
 from tests.ops.reference_gated_recurrence import DIRECTIONS, ref_backward, ref_forward
 
 
@@ -46,7 +56,7 @@ def lib(tmp_path_factory):
     out = tmp_path_factory.mktemp("cuda")
     subprocess.run([sys.executable, os.path.join(ROOT, "custom_ops", "build.py"),
                     "--standalone-cuda", str(out)], check=True)
-    return ctypes.CDLL(str(out / "libtfdeblur_cuda_standalone.so"))
+    return bind(ctypes.CDLL(str(out / "libtfdeblur_cuda_standalone.so")))
 
 
 class Device:
@@ -66,6 +76,14 @@ class Device:
         if BACKEND == "torch":
             return self.torch.from_numpy(np.ascontiguousarray(a)).cuda()
         return self.cupy.asarray(np.ascontiguousarray(a))
+
+    def full_nan(self, shape, dtype):
+        """A buffer the kernel must overwrite entirely (any NaN left fails the check)."""
+        if BACKEND == "torch":
+            return self.torch.full(tuple(shape), float("nan"), device="cuda",
+                                   dtype={np.float32: self.torch.float32,
+                                          np.float16: self.torch.float16}[dtype])
+        return self.cupy.full(tuple(shape), np.nan, dtype=dtype)
 
     def empty_like(self, d):
         return self.torch.empty_like(d) if BACKEND == "torch" else self.cupy.empty_like(d)
@@ -115,3 +133,93 @@ def test_gated_recurrence_fused_forward_backward(lib, dtype, code, tol, shape):
         want_dx += a
         np.testing.assert_allclose(gg[..., sl].astype(np.float64), b, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(gx.astype(np.float64), want_dx, rtol=tol, atol=tol * 10)
+
+
+# ----------------------------------------------------------------------------
+# Modulated deformable convolution (OPS.md section 2)
+# ----------------------------------------------------------------------------
+
+def run_dcn(lib, dev, dtype, case, dy, geo, use_bias):
+    """y and (dx, doffset, dmask, dkernel, dbias or None) from the CUDA kernels."""
+    code = DTYPE_CODES[np.dtype(dtype).name]
+    geometry, y_shape = dcn_geometry(case["x"].shape, case["kernel"].shape, geo)
+    d = {k: dev.put(case[k].astype(dtype)) for k in DCN_NAMES}
+    y = dev.full_nan(y_shape, dtype)
+    bias = dev.ptr(d["bias"]) if use_bias else None
+    assert call(lib, "tfdeblur_deform_conv_forward", dtype=code, geometry=geometry,
+                x=dev.ptr(d["x"]), offset=dev.ptr(d["offset"]), mask=dev.ptr(d["mask"]),
+                kernel=dev.ptr(d["kernel"]), bias=bias, y=dev.ptr(y),
+                stream=dev.stream()) == 0
+    dy_ = dev.put(dy.astype(dtype))
+    grads = {k: dev.full_nan(case[k].shape, dtype) for k in DCN_NAMES}
+    dbias = dev.ptr(grads["bias"]) if use_bias else None
+    assert call(lib, "tfdeblur_deform_conv_backward", dtype=code, geometry=geometry,
+                x=dev.ptr(d["x"]), offset=dev.ptr(d["offset"]), mask=dev.ptr(d["mask"]),
+                kernel=dev.ptr(d["kernel"]), dy=dev.ptr(dy_), dx=dev.ptr(grads["x"]),
+                doffset=dev.ptr(grads["offset"]), dmask=dev.ptr(grads["mask"]),
+                dkernel=dev.ptr(grads["kernel"]), dbias=dbias, stream=dev.stream()) == 0
+    got = [dev.get(grads[k]) for k in DCN_NAMES]
+    if not use_bias:
+        got[-1] = None
+    return dev.get(y), got
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("dtype,tol", DCN_DTYPES)
+@pytest.mark.parametrize("name", list(DCN_CASES))
+def test_deform_conv_forward_backward(lib, name, dtype, tol, use_bias):
+    """The GPU input gradient (and bias gradient) add with atomics in varying order, so
+    everything is compared with tolerances, never bit for bit."""
+    dev = Device()
+    case, geo = dcn_case(name, dtype)
+    y_ref_shape = dcn_geometry(case["x"].shape, case["kernel"].shape, geo)[1]
+    dy = np.random.default_rng(1).normal(size=y_ref_shape).astype(dtype).astype(np.float64)
+    y, grads = run_dcn(lib, dev, dtype, case, dy, geo, use_bias)
+    want_y, want_grads = reference_dcn(case, dy, geo, use_bias)
+    assert_close_scaled(y, want_y, tol, "y")
+    for k, a, b in zip(DCN_NAMES, grads, want_grads, strict=True):
+        if k == "bias" and not use_bias:
+            assert a is None and b is None
+            continue
+        assert np.abs(b).max() > 0, k
+        assert_close_scaled(a, b, tol, f"d{k}")
+
+
+@pytest.mark.parametrize("chunk_pixels", [1, 7])
+def test_deform_conv_several_chunks(lib, monkeypatch, chunk_pixels):
+    """A column buffer of a few pixels (TFDEBLUR_DCN_SCRATCH_BYTES): the forward GEMMs,
+    the per-chunk input gradient and the accumulated kernel/bias gradients chunk by chunk."""
+    dev = Device()
+    case, geo = dcn_case("odd_batch2", np.float32, seed=2)
+    kh, kw, _, _ = case["kernel"].shape
+    col_bytes = kh * kw * case["x"].shape[3] * 4  # one pixel's column-buffer row, float
+    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", str(chunk_pixels * col_bytes))
+    y_shape = dcn_geometry(case["x"].shape, case["kernel"].shape, geo)[1]
+    assert np.prod(y_shape[:3]) % 7, "the last chunk should be a partial one"
+    dy = np.random.default_rng(3).normal(size=y_shape).astype(np.float32).astype(np.float64)
+    y, grads = run_dcn(lib, dev, np.float32, case, dy, geo, True)
+    want_y, want_grads = reference_dcn(case, dy, geo, True)
+    assert_close_scaled(y, want_y, 1e-4, "y")
+    for k, a, b in zip(DCN_NAMES, grads, want_grads, strict=True):
+        assert_close_scaled(a, b, 1e-4, f"d{k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_deform_conv_batch_zero(lib, dtype):
+    """No pixels: empty y, dx, doffset, dmask; the kernel and bias gradients are zeros."""
+    dev = Device()
+    case, geo = dcn_case("odd_batch1", dtype)
+    case = {k: (v[:0] if k in ("x", "offset", "mask") else v) for k, v in case.items()}
+    y_shape = dcn_geometry(case["x"].shape, case["kernel"].shape, geo)[1]
+    y, grads = run_dcn(lib, dev, dtype, case, np.zeros(y_shape), geo, True)
+    assert y.shape == y_shape and y.size == 0
+    for k, g in zip(DCN_NAMES, grads, strict=True):
+        assert g.shape == case[k].shape, k
+        np.testing.assert_array_equal(g, 0, err_msg=k)
+
+
+def test_deform_conv_bad_dtype(lib):
+    geometry, _ = dcn_geometry((1, 2, 2, 1), (1, 1, 1, 1), dict(
+        strides=(1, 1), padding="valid", dilation=(1, 1), groups=1, dgroups=1))
+    assert call(lib, "tfdeblur_deform_conv_forward", dtype=2, geometry=geometry, x=None,
+                offset=None, mask=None, kernel=None, bias=None, y=None, stream=None) == -1

@@ -1,6 +1,5 @@
 """Modulated deformable convolution: compiled and portable vs a float64 NumPy reference."""
 
-import math
 import os
 
 import numpy as np
@@ -8,98 +7,17 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import implementations
+from tests.ops.reference_deform_conv import (
+    axis_geometry,
+    random_case,
+    ref_deform_conv,
+    ref_deform_conv_backward,
+)
 from tfdeblur.ops import compiled_available, modulated_deform_conv2d
 from tfdeblur.ops.deform_conv import deform_conv_sampling_positions
 
 IMPLS = implementations()
 needs_compiled = pytest.mark.skipif(not compiled_available(), reason="compiled library not built")
-
-
-# ----------------------------------------------------------------------------
-# Reference: torchvision's deform_conv2d semantics written out with loops, NHWC.
-# ----------------------------------------------------------------------------
-
-def axis_geometry(size, k, stride, dilation, padding):
-    """(output length, padding before) along one axis; padding 'same'/'valid'/(before, after)."""
-    eff = (k - 1) * dilation + 1
-    if padding == "same":
-        out = math.ceil(size / stride)
-        return out, max((out - 1) * stride + eff - size, 0) // 2
-    if padding == "valid":
-        return (size - eff) // stride + 1, 0
-    before, after = padding
-    return (size + before + after - eff) // stride + 1, before
-
-
-def ref_bilinear(img, py, px):
-    """img [H, W, C] sampled at (py, px); zero outside, each corner only if inside."""
-    h, w, c = img.shape
-    if not (-1 < py < h and -1 < px < w):
-        return np.zeros(c)
-    y0, x0 = math.floor(py), math.floor(px)
-    ly, lx = py - y0, px - x0
-    out = np.zeros(c)
-    for yy, wy in ((y0, 1 - ly), (y0 + 1, ly)):
-        for xx, wx in ((x0, 1 - lx), (x0 + 1, lx)):
-            if 0 <= yy < h and 0 <= xx < w:
-                out += wy * wx * img[yy, xx]
-    return out
-
-
-def ref_deform_conv(x, offset, mask, kernel, bias=None, strides=(1, 1), padding="same",
-                    dilation=(1, 1), groups=1, dgroups=1):
-    """padding: 'same', 'valid' or ((top, bottom), (left, right))."""
-    x, offset, mask, kernel = (np.asarray(a, np.float64) for a in (x, offset, mask, kernel))
-    n, h, w, cin = x.shape
-    kh, kw, cg, cout = kernel.shape
-    pads = (padding, padding) if isinstance(padding, str) else padding
-    ho, pt = axis_geometry(h, kh, strides[0], dilation[0], pads[0])
-    wo, pl = axis_geometry(w, kw, strides[1], dilation[1], pads[1])
-    taps, cdg, cog = kh * kw, cin // dgroups, cout // groups
-    assert offset.shape == (n, ho, wo, 2 * dgroups * taps), offset.shape
-    cols = np.zeros((n, ho, wo, taps, cin))
-    for b in range(n):
-        for i in range(ho):
-            for j in range(wo):
-                for g in range(dgroups):
-                    for k in range(taps):
-                        ky, kx = divmod(k, kw)
-                        s = g * taps + k
-                        py = i * strides[0] - pt + ky * dilation[0] + offset[b, i, j, 2 * s]
-                        px = j * strides[1] - pl + kx * dilation[1] + offset[b, i, j, 2 * s + 1]
-                        cols[b, i, j, k, g * cdg:(g + 1) * cdg] = mask[b, i, j, s] * ref_bilinear(
-                            x[b, :, :, g * cdg:(g + 1) * cdg], py, px)
-    y = np.zeros((n, ho, wo, cout))
-    wk = kernel.reshape(taps, cg, cout)
-    for gi in range(groups):
-        y[..., gi * cog:(gi + 1) * cog] = np.einsum(
-            "nijkc,kco->nijo", cols[..., gi * cg:(gi + 1) * cg], wk[:, :, gi * cog:(gi + 1) * cog])
-    if bias is not None:
-        y += np.asarray(bias, np.float64)
-    return y
-
-
-def random_case(rng, n=2, h=7, w=6, cin=6, cout=4, ksize=(3, 3), strides=(1, 1),
-                padding="same", dilation=(1, 1), groups=1, dgroups=1, spread=2.5,
-                away_from_integers=False):
-    """Random inputs; offsets reach beyond the image border."""
-    kh, kw = ksize
-    pads = (padding, padding) if isinstance(padding, str) else padding
-    ho, _ = axis_geometry(h, kh, strides[0], dilation[0], pads[0])
-    wo, _ = axis_geometry(w, kw, strides[1], dilation[1], pads[1])
-    taps = dgroups * kh * kw
-    if away_from_integers:  # keeps finite differences off the bilinear kinks
-        offset = rng.integers(-2, 3, (n, ho, wo, 2 * taps)) + rng.uniform(0.15, 0.85,
-                                                                         (n, ho, wo, 2 * taps))
-    else:
-        offset = rng.uniform(-spread, spread, (n, ho, wo, 2 * taps))
-    return dict(
-        x=rng.normal(size=(n, h, w, cin)),
-        offset=offset,
-        mask=rng.uniform(0.0, 1.0, (n, ho, wo, taps)),
-        kernel=rng.normal(size=(kh, kw, cin // groups, cout)),
-        bias=rng.normal(size=(cout,)),
-    )
 
 
 def op_padding(padding):
@@ -348,6 +266,65 @@ def test_gradients_batch_zero(impl):
     for name, g in zip(("x", "offset", "mask", "kernel", "bias"), grads, strict=True):
         assert g.shape == case[name].shape, name
         assert not np.any(g.numpy()), name
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("which,use_bias", [("odd", True), ("odd", False), ("valid", True),
+                                            ("one_pixel", False)])
+def test_reference_backward_matches_op_gradients(impl, which, use_bias, small_tiles):
+    """The NumPy reference backward (what tests/gpu checks the CUDA kernels with) equals
+    the op's registered gradients, samples beyond the borders included."""
+    rng = np.random.default_rng(18)
+    if which == "odd":
+        geo = dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+                   groups=2, dgroups=3)
+        case = random_case(rng, n=2, h=9, w=5, cin=6, cout=4, ksize=ODD["ksize"], spread=3.0,
+                           **geo)
+    elif which == "valid":
+        geo = dict(strides=(1, 2), padding="valid", dilation=(1, 2), groups=3, dgroups=1)
+        case = random_case(rng, n=1, h=5, w=8, cin=3, cout=6, ksize=(2, 3), spread=2.0, **geo)
+    else:
+        geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=2)
+        case = random_case(rng, n=1, h=1, w=1, cin=4, cout=3, ksize=(3, 3), spread=1.5, **geo)
+    inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
+    dy = rng.normal(size=ref(case, **geo, use_bias=use_bias).shape)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(_grad_fn(impl, geo, use_bias)(*inputs) * dy)
+    got = tape.gradient(loss, inputs)
+    want = ref_deform_conv_backward(case["x"], case["offset"], case["mask"], case["kernel"], dy,
+                                    use_bias, geo["strides"], geo["padding"], geo["dilation"],
+                                    geo["groups"], geo["dgroups"])
+    for name, a, b in zip(("x", "offset", "mask", "kernel", "bias"), got, want, strict=True):
+        if name == "bias" and not use_bias:
+            assert a is None and b is None
+            continue
+        assert np.abs(b).max() > 0, name
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("impl", [
+    pytest.param(i, marks=pytest.mark.xfail(
+        strict=True, reason="portable: a sample exactly at py = -1 or px = -1 gets the "
+        "right-sided offset gradient (floor(-1) = -1 puts row 0 in its cell); OPS.md, the "
+        "compiled kernels and torchvision treat it as outside, gradient 0"))
+    if i == "portable" else i for i in IMPLS])
+def test_offset_gradient_at_exactly_minus_one(impl):
+    """Zero offsets (the layer's initial state) with a 3x3 'same' kernel put the top row
+    and left column taps of the border pixels exactly at -1."""
+    rng = np.random.default_rng(19)
+    case = random_case(rng, n=1, h=4, w=5, cin=2, cout=3)
+    case["offset"] = np.zeros_like(case["offset"])
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
+    dy = rng.normal(size=(1, 4, 5, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(_grad_fn(impl, geo)(*inputs) * dy)
+    doffset = tape.gradient(loss, inputs[1]).numpy()
+    want = ref_deform_conv_backward(case["x"], case["offset"], case["mask"], case["kernel"],
+                                    dy)[1]
+    np.testing.assert_allclose(doffset, want, rtol=1e-12, atol=1e-12)
 
 
 @needs_compiled

@@ -5,12 +5,27 @@
 // dw, pad_top, pad_left, groups, deformable_groups} (the caller resolves the
 // padding mode). dtype: 0 float32, 1 float16. bias / dbias may be null. The
 // scratch memory is allocated and freed here (the calls synchronise the
-// stream). Returns a cudaError_t (0 on success), -1 for a bad dtype.
+// stream). TFDEBLUR_DCN_SCRATCH_BYTES caps the column buffer per chunk as it
+// does in the TensorFlow op. Returns a cudaError_t (0 on success), -1 for a
+// bad dtype.
 #include <cuda_fp16.h>
+
+#include <cstdlib>
 
 #include "deform_conv/kernels/deform_conv_kernels.cu.h"
 
 namespace {
+
+// Same testing knob as the TensorFlow op: small test shapes then run through
+// several chunks (the path large images take), which the default budget
+// would never split.
+int64_t ScratchBytesFromEnv() {
+  const char* v = std::getenv("TFDEBLUR_DCN_SCRATCH_BYTES");
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  const long long parsed = std::strtoll(v, &end, 10);
+  return (end != nullptr && *end == '\0' && parsed > 0) ? static_cast<int64_t>(parsed) : 0;
+}
 
 tfdeblur_dcn::DeformConvGeometry MakeGeometry(const int64_t* v, bool has_bias) {
   tfdeblur_dcn::DeformConvGeometry g;
@@ -39,7 +54,7 @@ template <typename T>
 int Forward(const int64_t* geometry, const void* x, const void* offset, const void* mask,
             const void* kernel, const void* bias, void* y, cudaStream_t stream) {
   const auto g = MakeGeometry(geometry, bias != nullptr);
-  const int64_t chunk = tfdeblur_dcn::ChunkPixels(g, 0);
+  const int64_t chunk = tfdeblur_dcn::ChunkPixels(g, ScratchBytesFromEnv());
   float* scratch = nullptr;
   cudaError_t err = cudaMalloc(&scratch, tfdeblur_dcn::ForwardScratchBytes(g, chunk) + 4);
   if (err != cudaSuccess) return err;
@@ -57,7 +72,7 @@ int Backward(const int64_t* geometry, const void* x, const void* offset, const v
              const void* kernel, const void* dy, void* dx, void* doffset, void* dmask,
              void* dkernel, void* dbias, cudaStream_t stream) {
   const auto g = MakeGeometry(geometry, dbias != nullptr);
-  const int64_t chunk = tfdeblur_dcn::ChunkPixels(g, 0);
+  const int64_t chunk = tfdeblur_dcn::ChunkPixels(g, ScratchBytesFromEnv());
   float* scratch = nullptr;
   cudaError_t err = cudaMalloc(&scratch, tfdeblur_dcn::BackwardScratchBytes(g, chunk) + 4);
   if (err != cudaSuccess) return err;
