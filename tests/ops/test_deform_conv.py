@@ -303,12 +303,7 @@ def test_reference_backward_matches_op_gradients(impl, which, use_bias, small_ti
         np.testing.assert_allclose(a.numpy(), b, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
-@pytest.mark.parametrize("impl", [
-    pytest.param(i, marks=pytest.mark.xfail(
-        strict=True, reason="portable: a sample exactly at py = -1 or px = -1 gets the "
-        "right-sided offset gradient (floor(-1) = -1 puts row 0 in its cell); OPS.md, the "
-        "compiled kernels and torchvision treat it as outside, gradient 0"))
-    if i == "portable" else i for i in IMPLS])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_offset_gradient_at_exactly_minus_one(impl):
     """Zero offsets (the layer's initial state) with a 3x3 'same' kernel put the top row
     and left column taps of the border pixels exactly at -1."""

@@ -231,6 +231,11 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
     corners = tf.stack([flat_index(y0, x0), flat_index(y0, x0 + 1),
                         flat_index(y0 + 1, x0), flat_index(y0 + 1, x0 + 1)], axis=-1)
     weights = tf.stack([(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx], axis=-1)
+    # A sample at py <= -1 (or px <= -1, py >= H, px >= W) is outside by the
+    # contract: its value is already 0, and this keeps its position gradient 0
+    # too (at exactly -1 the interpolation slope towards row 0 is not zero).
+    inside = (py > -1) & (py < hf) & (px > -1) & (px < wf)
+    weights = weights * tf.cast(inside, pdtype)[..., None]
     mask5 = tf.reshape(mask, tf.stack([n, ho, wo, dg, taps]))
     weights = tf.cast(weights, x.dtype) * mask5[..., None]
     # [N, Ho, Wo, G, K, 4] -> [N, G, Ho*Wo*K*4] so one batched gather per group.

@@ -330,8 +330,10 @@ cudaError_t LaunchDeformConvBackward(const DeformConvGeometry& g, const T* x, co
       if (err != cudaSuccess) return err;
     }
     if (dbias != nullptr) {
-      const dim3 grid(static_cast<unsigned>(std::min<int64_t>(Blocks(rows), 1024)),
-                      static_cast<unsigned>(std::min<int64_t>(g.cout, 65535)));
+      // One block per output channel: its single atomicAdd per chunk lands in
+      // stream order, so the bias gradient stays bitwise deterministic (only
+      // dx uses racing atomics).
+      const dim3 grid(1u, static_cast<unsigned>(std::min<int64_t>(g.cout, 65535)));
       BiasGradKernel<T><<<grid, kThreads, 0, stream>>>(rows, g.cout, dy + p0 * g.cout, db_acc);
       err = cudaGetLastError();
       if (err != cudaSuccess) return err;

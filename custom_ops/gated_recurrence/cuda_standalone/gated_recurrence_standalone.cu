@@ -1,6 +1,6 @@
 // TensorFlow-free entry points to the gated recurrence CUDA kernels, for
 // checking them against the CPU path with CuPy or PyTorch on a GPU host
-// (tests/gpu/check_cuda_kernels.py). dtype: 0 float32, 1 float16.
+// (tests/gpu/test_cuda_kernels.py). dtype: 0 float32, 1 float16.
 #include <cuda_fp16.h>
 
 #include "gated_recurrence/kernels/gated_recurrence_kernels.cu.h"
