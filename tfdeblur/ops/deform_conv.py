@@ -329,6 +329,10 @@ def modulated_deform_conv2d(x, offset, mask, kernel, bias=None, strides=1,
     Returns:
         ``[N, Ho, Wo, Cout]``, same dtype as ``x``.
 
+    Gradients are registered for all five inputs. On CPU every result is
+    bitwise deterministic; on GPU the gradient for ``x`` accumulates with
+    float atomics, so it can differ in the last bits from run to run.
+
     Raises:
         ValueError: a bad argument or a statically known shape mismatch (the
             message names the argument).
