@@ -173,6 +173,109 @@ void BackwardStripe(const RecurrenceGeometry& g, int k, int64_t n, int64_t w0, i
   }
 }
 
+// ---------------------------------------------------------------------------
+// Channel-group sweeps: the preferred schedule whenever batch x channel groups
+// gives every thread work. One task owns one image and one cache line worth
+// of channels, and visits memory in two streaming sweeps: rows downwards
+// (left_to_right, right_to_left and top_to_bottom of each row while it is in
+// cache) and rows upwards (bottom_to_top). Every cache line of the gates and
+// outputs is then touched by one task, once, in address order; the row/stripe
+// schedule above reads a quarter of each pixel's 4C gate block per pass,
+// which measured twice as slow on the fused [1, 360, 640, 32] case.
+
+struct SlotsByDirection {
+  int k[4] = {-1, -1, -1, -1};  // slot of each direction, -1 when absent
+  explicit SlotsByDirection(const RecurrenceGeometry& g) {
+    for (int i = 0; i < g.slots(); ++i) k[g.directions[i]] = i;
+  }
+  bool down_sweep() const { return k[kLeftToRight] >= 0 || k[kRightToLeft] >= 0 ||
+                                   k[kTopToBottom] >= 0; }
+};
+
+template <typename T>
+int64_t ChannelGroup() { return std::max<int64_t>(1, 64 / static_cast<int64_t>(sizeof(T))); }
+
+template <typename T>
+void ForwardSweeps(const RecurrenceGeometry& g, const SlotsByDirection& sd, int64_t n,
+                   int64_t c0, int64_t c1, const T* x, const T* gate, T* y) {
+  const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C, cc = c1 - c0;
+  auto px = [&](int64_t r, int64_t p) { return x + ((n * H + r) * W + p) * C + c0; };
+  auto pg = [&](const T* base, int64_t r, int64_t p, int k) {
+    return base + ((n * H + r) * W + p) * G + k * C + c0;
+  };
+  auto py = [&](int64_t r, int64_t p, int k) { return y + ((n * H + r) * W + p) * G + k * C + c0; };
+  if (sd.down_sweep()) {
+    for (int64_t r = 0; r < H; ++r) {
+      if (int k = sd.k[kLeftToRight]; k >= 0)
+        for (int64_t p = 0; p < W; ++p)
+          ForwardStep(cc, px(r, p), pg(gate, r, p, k), p > 0 ? py(r, p - 1, k) : nullptr,
+                      py(r, p, k));
+      if (int k = sd.k[kRightToLeft]; k >= 0)
+        for (int64_t p = W - 1; p >= 0; --p)
+          ForwardStep(cc, px(r, p), pg(gate, r, p, k), p < W - 1 ? py(r, p + 1, k) : nullptr,
+                      py(r, p, k));
+      if (int k = sd.k[kTopToBottom]; k >= 0)
+        for (int64_t p = 0; p < W; ++p)
+          ForwardStep(cc, px(r, p), pg(gate, r, p, k), r > 0 ? py(r - 1, p, k) : nullptr,
+                      py(r, p, k));
+    }
+  }
+  if (int k = sd.k[kBottomToTop]; k >= 0) {
+    for (int64_t r = H - 1; r >= 0; --r)
+      for (int64_t p = 0; p < W; ++p)
+        ForwardStep(cc, px(r, p), pg(gate, r, p, k), r < H - 1 ? py(r + 1, p, k) : nullptr,
+                    py(r, p, k));
+  }
+}
+
+// Backward in the mirror order: rows upwards for the three directions of the
+// forward's down sweep (their gradients flow against their scans), then rows
+// downwards for bottom_to_top. dx is written by the first contribution and
+// accumulated by the others, all within one task.
+template <typename T>
+void BackwardSweeps(const RecurrenceGeometry& g, const SlotsByDirection& sd, int64_t n,
+                    int64_t c0, int64_t c1, const T* x, const T* gate, const T* y,
+                    const T* dy, T* dx, T* dgate, std::vector<typename AccOf<T>::type>* buf) {
+  using A = typename AccOf<T>::type;
+  const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C, cc = c1 - c0;
+  auto ox = [&](int64_t r, int64_t p) { return ((n * H + r) * W + p) * C + c0; };
+  auto og = [&](int64_t r, int64_t p, int k) { return ((n * H + r) * W + p) * G + k * C + c0; };
+  buf->assign(cc + W * cc, A(0));
+  A* carry_h = buf->data();
+  A* carry_v = buf->data() + cc;  // one carry per column for the vertical scan
+  auto step = [&](bool acc, int64_t r, int64_t p, int k, const T* hp, A* carry) {
+    BackwardStep(cc, acc, x + ox(r, p), gate + og(r, p, k), dy + og(r, p, k), hp, dx + ox(r, p),
+                 dgate + og(r, p, k), carry);
+  };
+  if (sd.down_sweep()) {
+    for (int64_t r = H - 1; r >= 0; --r) {
+      bool acc = false;
+      if (int k = sd.k[kLeftToRight]; k >= 0) {
+        std::fill(carry_h, carry_h + cc, A(0));
+        for (int64_t p = W - 1; p >= 0; --p)
+          step(acc, r, p, k, p > 0 ? y + og(r, p - 1, k) : nullptr, carry_h);
+        acc = true;
+      }
+      if (int k = sd.k[kRightToLeft]; k >= 0) {
+        std::fill(carry_h, carry_h + cc, A(0));
+        for (int64_t p = 0; p < W; ++p)
+          step(acc, r, p, k, p < W - 1 ? y + og(r, p + 1, k) : nullptr, carry_h);
+        acc = true;
+      }
+      if (int k = sd.k[kTopToBottom]; k >= 0)
+        for (int64_t p = 0; p < W; ++p)
+          step(acc, r, p, k, r > 0 ? y + og(r - 1, p, k) : nullptr, carry_v + p * cc);
+    }
+  }
+  if (int k = sd.k[kBottomToTop]; k >= 0) {
+    std::fill(carry_v, carry_v + W * cc, A(0));
+    const bool acc = sd.down_sweep();
+    for (int64_t r = 0; r < H; ++r)
+      for (int64_t p = 0; p < W; ++p)
+        step(acc, r, p, k, r < H - 1 ? y + og(r + 1, p, k) : nullptr, carry_v + p * cc);
+  }
+}
+
 // Cost hints for Eigen's ParallelFor: bytes moved and cycles per unit of work.
 Eigen::TensorOpCost LineCost(int64_t steps, int64_t c, int64_t bytes_per_elem, int slots) {
   const double elems = static_cast<double>(steps) * c * slots;
@@ -185,6 +288,19 @@ template <typename T>
 struct GatedRecurrenceForward<CPUDevice, T> {
   absl::Status operator()(const CPUDevice& d, const RecurrenceGeometry& g, const T* x,
                           const T* gate, T* y) {
+    const int64_t cg = ChannelGroup<T>(), groups = (g.c + cg - 1) / cg;
+    if (g.n * groups >= d.numThreads()) {
+      const SlotsByDirection sd(g);
+      d.parallelFor(g.n * groups, LineCost(g.h * g.w, cg, sizeof(T), g.slots()),
+                    [&](Eigen::Index begin, Eigen::Index end) {
+                      for (Eigen::Index u = begin; u < end; ++u) {
+                        const int64_t c0 = (u % groups) * cg;
+                        ForwardSweeps(g, sd, u / groups, c0, std::min(g.c, c0 + cg), x, gate,
+                                      y);
+                      }
+                    });
+      return absl::OkStatus();
+    }
     std::vector<int> hk, vk;
     for (int k = 0; k < g.slots(); ++k) (IsHorizontal(g.directions[k]) ? hk : vk).push_back(k);
     if (!hk.empty()) {
@@ -213,6 +329,20 @@ template <typename T>
 struct GatedRecurrenceBackward<CPUDevice, T> {
   absl::Status operator()(const CPUDevice& d, const RecurrenceGeometry& g, const T* x,
                           const T* gate, const T* y, const T* dy, T* dx, T* dgate) {
+    const int64_t cg = ChannelGroup<T>(), groups = (g.c + cg - 1) / cg;
+    if (g.n * groups >= d.numThreads()) {
+      const SlotsByDirection sd(g);
+      d.parallelFor(g.n * groups, LineCost(g.h * g.w, cg, sizeof(T), 3 * g.slots()),
+                    [&](Eigen::Index begin, Eigen::Index end) {
+                      std::vector<typename AccOf<T>::type> buf;
+                      for (Eigen::Index u = begin; u < end; ++u) {
+                        const int64_t c0 = (u % groups) * cg;
+                        BackwardSweeps(g, sd, u / groups, c0, std::min(g.c, c0 + cg), x, gate,
+                                       y, dy, dx, dgate, &buf);
+                      }
+                    });
+      return absl::OkStatus();
+    }
     std::vector<int> hk, vk;
     for (int k = 0; k < g.slots(); ++k) (IsHorizontal(g.directions[k]) ? hk : vk).push_back(k);
     if (!hk.empty()) {
