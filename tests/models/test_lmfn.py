@@ -64,8 +64,26 @@ def test_rejects_too_small_input():
 def test_fixed_input_shape():
     model = lmfn(**TINY, input_shape=(20, 36, 3))
     assert model.output_shape == (None, 20, 36, 3)
-    with pytest.raises(ValueError, match="at least 17"):
-        lmfn(**TINY, input_shape=(16, 36, 3))
+    mc.assert_fixed_input_shape(lmfn, 17, **TINY)
+
+
+def test_rejects_bad_input():
+    mc.assert_rejects_bad_input(lmfn(**TINY), (17, 20))
+
+
+def test_out_of_range_values_are_processed():
+    model = lmfn(**TINY)
+    # With a zero reconstruction the global residual makes LMFN the identity:
+    # out-of-range values come back unchanged, nothing is clipped.
+    conv = model.get_layer("reconstruction_conv")
+    conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])
+    np.testing.assert_array_equal(mc.assert_accepts_out_of_range(model, (18, 21)),
+                                  mc.smooth_images(2, 18, 21) * 2.0 - 0.5)
+
+
+def test_xla_allowed():
+    # LMFN has no compiled op: Keras may use XLA (jit_compile="auto" on GPU).
+    mc.assert_xla_policy(lmfn, False, (17, 18), width=4, num_blocks=1)
 
 
 def test_other_channel_counts():
@@ -105,6 +123,7 @@ def test_implementations_build_the_same_network():
 
 @pytest.mark.parametrize("config,match", [
     (dict(width=2), "width"),
+    (dict(width=8.0), "width"),
     (dict(num_scales=0), "num_scales"),
     (dict(num_blocks=0), "num_blocks"),
     (dict(implementation="cuda"), "implementation"),

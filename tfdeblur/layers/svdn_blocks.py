@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.deform_conv import ModulatedDeformConv2D
+from tfdeblur.ops._loader import resolve_implementation
 
 
 def _prelu(name: str, dtype_policy) -> keras.layers.PReLU:
@@ -211,6 +212,10 @@ class FeatureDeconvolution(keras.layers.Layer):
         self.return_positions = bool(return_positions)
         self.implementation = implementation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # XLA cannot compile the compiled op, and Keras's jit_compile="auto" picks
+        # XLA on GPUs for models whose layers all allow it.
+        self.supports_jit = (implementation != "compiled"
+                             and resolve_implementation(implementation) == "portable")
 
     @property
     def taps(self) -> int:

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.spatial_rnn import SpatialRNN
+from tfdeblur.ops._loader import resolve_implementation
 
 # conv3-conv11 of the weight-generation network are VGG16's first nine convs:
 # (name, width multiplier of ``width``, max-pool before it).
@@ -249,6 +250,10 @@ class RNNDeconvolution(keras.layers.Layer):
         self.negative_slope = float(negative_slope)
         self.implementation = implementation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # XLA cannot compile the compiled op, and Keras's jit_compile="auto" picks
+        # XLA on GPUs for models whose layers all allow it.
+        self.supports_jit = (implementation != "compiled"
+                             and resolve_implementation(implementation) == "portable")
 
     def gate_channels(self, input_channels: int) -> int:
         """Gate channels needed for ``input_channels`` input features."""

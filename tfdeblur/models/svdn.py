@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import tensorflow as tf
 
 from tfdeblur.layers.svdn_blocks import DilatedBackbone, FeatureDeconvolution, ReconstructionHead
 from tfdeblur.models import register
+from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
+#: Parameters of the paper's network ("nearly 0.8 M", 3.1 MB).
+PAPER_PARAMETERS = 800_000
 #: Height and width are padded (reflect) to a multiple of this: one stride-2 conv.
 MULTIPLE = 2
 #: Smallest accepted height and width (reflect padding needs pad < side).
@@ -98,25 +103,37 @@ def svdn(width: int = 64,
         >>> train = tfdeblur.models.build("svdn", return_positions=True)
         >>> sharp, positions = train(blurry)
     """
-    width = int(width)
-    if width < 1:
-        raise ValueError(f"svdn: width must be >= 1, got {width}")
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"svdn: input_shape must be (H, W, 3), got {input_shape}")
-    head_width = max(width // 2, 1) if head_width is None else int(head_width)
+    width = check_int(width, "width", "svdn")
+    convs_per_rate = check_int(convs_per_rate, "convs_per_rate", "svdn")
+    kernel_size = check_int(kernel_size, "kernel_size", "svdn")
+    if offset_hidden is not None:
+        offset_hidden = check_int(offset_hidden, "offset_hidden", "svdn")
+    head_width = (max(width // 2, 1) if head_width is None
+                  else check_int(head_width, "head_width", "svdn"))
+    try:
+        rates = tuple(dilation_rates)
+    except TypeError:
+        rates = ()
+    if not rates or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
+                            and d >= 1 for d in rates):
+        raise ValueError("svdn: dilation_rates must be a non-empty sequence of integers >= 1, "
+                         f"got {dilation_rates!r}")
+    check_implementation(implementation, "svdn")
+    input_shape = check_input_shape(input_shape, "svdn")
+    channels = input_shape[-1]
 
     image = keras.Input(input_shape, name="blurry")
     x = PadToMultiple(MULTIPLE, MIN_SIZE, model_name="svdn", name="pad")(image)
-    blur, content = DilatedBackbone(width, dilation_rates, convs_per_rate,
+    blur, content = DilatedBackbone(width, [int(d) for d in rates], convs_per_rate,
                                     name="backbone")(x)
     neck = FeatureDeconvolution(width, kernel_size, offset_hidden,
                                 return_positions=return_positions,
                                 implementation=implementation, name="neck")([blur, content])
     features, positions = neck if return_positions else (neck, None)
-    residual = ReconstructionHead(head_width, 3, name="head")(features)
+    residual = ReconstructionHead(head_width, channels, name="head")(features)
     sharp = keras.layers.Add(name="global_skip")([x, residual])
     sharp = CropTo(name="crop")([sharp, image])
     if return_positions:
         positions = TakeBatchOf(name="positions")([positions, image])
-        return keras.Model(image, [sharp, positions], name=name)
-    return keras.Model(image, sharp, name=name)
+        return DeblurModel(image, [sharp, positions], name=name)
+    return DeblurModel(image, sharp, name=name)

@@ -10,8 +10,11 @@ from tfdeblur.layers.svrnn_blocks import (
     WeightGenerationNetwork,
 )
 from tfdeblur.models import register
+from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
+#: Parameters of the paper's network (Table 3: 37.1 MB of float32).
+PAPER_PARAMETERS = 9_200_000
 #: Height and width are padded (reflect) to a multiple of this: the
 #: weight-generation network pools three times.
 MULTIPLE = 8
@@ -83,12 +86,12 @@ def svrnn(width: int = 32,
         >>> small = tfdeblur.models.build("svrnn", width=8, weight_width=8)
         >>> sharp = small(blurry)                            # [N, H, W, 3]
     """
-    width, weight_width, num_rnns = int(width), int(weight_width), int(num_rnns)
-    for arg, value in (("width", width), ("weight_width", weight_width), ("num_rnns", num_rnns)):
-        if value < 1:
-            raise ValueError(f"svrnn: {arg} must be >= 1, got {value}")
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"svrnn: input_shape must be (H, W, 3), got {input_shape}")
+    width = check_int(width, "width", "svrnn")
+    weight_width = check_int(weight_width, "weight_width", "svrnn")
+    num_rnns = check_int(num_rnns, "num_rnns", "svrnn")
+    check_implementation(implementation, "svrnn")
+    input_shape = check_input_shape(input_shape, "svrnn")
+    channels = input_shape[-1]
     half = max(width // 2, 1)
 
     def conv(filters, size, stride=1, activation=None, name=None):
@@ -114,9 +117,9 @@ def svrnn(width: int = 32,
     y = lrelu("conv21_lrelu")(conv(half, 9, name="conv21")(y))
     y = BilinearUpsampling2x(name="resize1")(y)
     y = keras.layers.Concatenate(name="concat_conv1")([conv1, y])
-    y = conv(3, 5, name="conv22")(y)
+    y = conv(channels, 5, name="conv22")(y)
     out = CropTo(name="crop")([y, image])
-    model = keras.Model(image, out, name=name)
+    model = DeblurModel(image, out, name=name)
 
     if vgg16_weights is not None:
         from tfdeblur.models.vgg16_init import init_from_vgg16
