@@ -212,17 +212,21 @@ def assert_save_load_identical(model: keras.Model, x: np.ndarray, directory: str
 
 
 def assert_fit_lowers_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: int = 6,
-                           learning_rate: float = 1e-3, loss: str = "mse") -> tuple[float, float]:
+                           learning_rate: float = 1e-3, loss: str = "mse",
+                           compile: bool = True) -> tuple[float, float]:
     """A few ``model.fit`` steps on one small batch lower the training loss.
 
-    Compiles ``model`` (Adam, ``loss``, Keras's default ``jit_compile``) and
-    returns the loss before and after, measured with direct calls so that
-    only the training step is traced.
+    Compiles ``model`` (Adam, ``loss``, Keras's default ``jit_compile``)
+    unless ``compile`` is False (then it must be compiled with ``loss``
+    already, and a second call with batches of the same shape reuses the
+    traced training step), and returns the loss before and after, measured
+    with direct calls so that only the training step is traced.
     """
     keras.utils.set_random_seed(0)
     loss_fn = keras.losses.get(loss)
     measure = lambda: float(np.mean(np.asarray(loss_fn(y, model(x, training=False)))))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
+    if compile:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
     before = measure()
     history = model.fit(x, y, batch_size=len(x), epochs=steps, shuffle=False, verbose=0)
     after = measure()

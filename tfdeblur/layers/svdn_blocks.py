@@ -58,7 +58,7 @@ class DilatedBackbone(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, C]`` image (SVDN: RGB in [0, 1]).
+        ``[N, H, W, C]`` image (SVDN: RGB in [0, 1]), any H, W >= 1.
 
     Output:
         A list ``[blur_feature, content_feature]``, each
@@ -180,7 +180,7 @@ class FeatureDeconvolution(keras.layers.Layer):
 
     Input:
         A list ``[blur_feature, content_feature]``: ``[N, h, w, Cb]`` and
-        ``[N, h, w, Cc]``.
+        ``[N, h, w, Cc]``, any h, w >= 1.
 
     Output:
         ``[N, h, w, filters]``, or a tuple ``(features, positions)`` with
@@ -320,7 +320,7 @@ class ReconstructionHead(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, h, w, C]``.
+        ``[N, h, w, C]``, any h, w >= 1.
 
     Output:
         ``[N, 2h, 2w, out_channels]``.

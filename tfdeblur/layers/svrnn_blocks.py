@@ -69,7 +69,7 @@ class BilinearUpsampling2x(keras.layers.Layer):
     whose height and width are unknown (a SavedModel for any image size),
     and ``tf.image.resize`` computes in float32 whatever the input dtype.
 
-    Input: ``[N, H, W, C]``. Output: ``[N, 2H, 2W, C]``.
+    Input: ``[N, H, W, C]``, any size (H, W >= 1). Output: ``[N, 2H, 2W, C]``.
 
     Example:
         >>> BilinearUpsampling2x()(tf.zeros([1, 3, 5, 8])).shape
@@ -121,7 +121,8 @@ class WeightGenerationNetwork(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, 3]`` (or any channel count) blurry image.
+        ``[N, H, W, 3]`` (or any channel count) blurry image, any H, W >= 1
+        (SVRNN pads to a multiple of 8 first, so the poolings are exact).
 
     Output:
         ``[N, ceil(H/2), ceil(W/2), gate_channels]`` gates in (-1, 1).
@@ -224,7 +225,7 @@ class RNNDeconvolution(keras.layers.Layer):
 
     Input:
         A list ``[features, gates]``: features ``[N, H, W, C_in]``, gates
-        ``[N, H, W, 4 * (C_in + (num_rnns - 1) * filters)]``.
+        ``[N, H, W, 4 * (C_in + (num_rnns - 1) * filters)]``; any H, W >= 1.
 
     Output:
         ``[N, H, W, filters]``.

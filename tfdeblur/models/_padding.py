@@ -57,8 +57,20 @@ class PadToMultiple(keras.layers.Layer):
     oneDNN convolutions return a wrongly shaped result for an empty batch, so
     the network must not see one. :class:`CropTo` removes it again.
 
+    Args:
+        multiple: height and width are padded up to a multiple of this.
+        min_size: smallest accepted height and width (raised to
+            ``multiple`` if below it).
+        model_name: the network's name, used in error messages.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
     Input: ``[N, H, W, C]``. Output: ``[max(N, 1), H', W', C]`` with ``H' =
     ceil(H / multiple) * multiple`` (same for W). Pair with :class:`CropTo`.
+
+    Example:
+        >>> pad = PadToMultiple(8, 8, model_name="svrnn")
+        >>> pad(tf.zeros([2, 9, 16, 3])).shape
+        TensorShape([2, 16, 16, 3])
     """
 
     def __init__(self, multiple: int, min_size: int, model_name: str = "model", **kwargs):
@@ -120,7 +132,18 @@ class PadToMultiple(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class CropTo(keras.layers.Layer):
-    """Crops ``inputs[0]`` to the batch, height and width of ``inputs[1]`` (top-left)."""
+    """Crops ``inputs[0]`` to the batch, height and width of ``inputs[1]`` (top-left).
+
+    Undoes :class:`PadToMultiple` (its bottom/right padding and the dummy item
+    of an empty batch) on the network's output.
+
+    Input: ``[output [M, H', W', C'], reference [N, H, W, C]]``. Output:
+    ``[N, H, W, C']``.
+
+    Example:
+        >>> CropTo()([tf.zeros([1, 16, 16, 3]), tf.zeros([0, 9, 13, 3])]).shape
+        TensorShape([0, 9, 13, 3])
+    """
 
     def call(self, inputs):
         x, reference = inputs

@@ -70,11 +70,21 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     RTX 2080 Ti (13.4 TFLOPS) would need fewer, so its timing may be for
     smaller frames or a different decoder resolution.
 
-    Any input size: the image is reflect-padded to a multiple of
-    ``2**num_scales`` and the output cropped back. Height and width must be at
-    least :func:`min_image_size` (17 with four scales); smaller inputs raise
-    an error stating the minimum. Any batch size, float inputs in [0, 1]; the
-    output is not clipped.
+    Input size: the image is reflect-padded at the bottom/right to a
+    multiple of ``2**num_scales`` inside the model and the output cropped
+    back. Height and width must be at least :func:`min_image_size` (17 with
+    four scales: the spatial attention needs 15 pixels at half the padded
+    size); a smaller side raises an error stating the minimum (ValueError,
+    or InvalidArgumentError when the size is only known at run time). Any
+    batch size, 0 included.
+
+    Input values: float images in [0, 1] (any float dtype; the model
+    computes in float32). Values outside [0, 1] are processed as they are,
+    neither clipped nor rejected, and the output is not clipped (clip it for
+    display). Integer images, a wrong rank or channel count, and NaN or Inf
+    values raise an error naming the input
+    (:class:`~tfdeblur.models.DeblurModel`). LMFN has no compiled op, so
+    Keras may compile it with XLA (``jit_compile``).
 
     Args:
         width: feature channels throughout (paper: 64). With the default block
@@ -92,7 +102,8 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
         name: model name.
 
     Returns:
-        A functional ``keras.Model`` mapping ``[N, H, W, C]`` to ``[N, H, W, C]``.
+        A :class:`~tfdeblur.models.DeblurModel` mapping ``[N, H, W, C]`` to
+        ``[N, H, W, C]``.
 
     Example:
         >>> model = lmfn()                       # the paper's network
