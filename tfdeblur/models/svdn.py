@@ -64,7 +64,10 @@ def svdn(width: int = 64,
     transposed conv x2, conv to RGB) -> global skip: output = input +
     residual. PReLU activations. The defaults (width 64, head width 32)
     give 828,572 parameters (3.3 MB, 3.16 MiB of float32; paper: "nearly
-    0.8 M", 3.1 MB).
+    0.8 M", 3.1 MB). A 1280x720 frame costs 385 GFLOPs (convolutions and the
+    DCNs' matrix products, ``benchmarks/bench_models.py``), nearly all at half
+    resolution; the paper's 0.01 s on a GTX 1080 Ti (11.3 TFLOPS) would need
+    fewer, so its timing may be for smaller frames.
 
     Choices the paper leaves open (its Figure 3, with the backbone's exact
     modules, is not in its text; the layers' docstrings give the details):
