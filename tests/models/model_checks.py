@@ -1,9 +1,12 @@
 """Checks every tfdeblur network must pass (issue #4), shared by the model tests.
 
 Each ``assert_*`` function takes a built ``keras.Model`` mapping ``[N, H, W,
-C]`` images to images of the same shape (or a builder, where two models are
-needed) and fails with a message saying what a user would have hit. Keep the
-models small (tiny widths): these run on CPU in the test suite.
+C]`` images to images of the same shape, possibly followed by further outputs
+with the same batch size (SVDN's sampling positions), or a builder where more
+than one model is needed, and fails with a message saying what a user would
+have hit. Keep the models small (tiny widths): these run on CPU in the test
+suite, and keep to one ``fit`` per model (tracing a training step costs
+seconds).
 
 Usage from a model's test file::
 
