@@ -179,7 +179,7 @@ def assert_rejects_bad_input(model: keras.Model, size: tuple[int, int]) -> None:
 
 
 def assert_accepts_out_of_range(model: keras.Model, size: tuple[int, int]) -> np.ndarray:
-    """Finite values outside [0, 1] are processed as they are: no error, finite output.
+    """Finite values outside [0, 1] and any float dtype are processed as they are.
 
     (The documented choice: noise or an exposure change can push an image out
     of [0, 1]; the networks are continuous functions of their input, so
@@ -190,6 +190,12 @@ def assert_accepts_out_of_range(model: keras.Model, size: tuple[int, int]) -> np
     assert x.min() < 0.0 and x.max() > 1.0
     y = _outputs(model, x)[0]
     assert y.shape == x.shape and np.all(np.isfinite(y)), f"{model.name}: out-of-range input"
+    # Any float dtype: the model computes in float32 on the values given.
+    for dtype in ("float16", "float64"):
+        given = x.astype(dtype)
+        np.testing.assert_array_equal(_outputs(model, given)[0],
+                                      _outputs(model, given.astype("float32"))[0],
+                                      err_msg=f"{model.name}: {dtype} input")
     return y
 
 
