@@ -63,7 +63,7 @@ _BOOKKEEPING = {"Const", "Identity", "IdentityN", "Placeholder", "ReadVariableOp
                 "Assert", "SplitV", "Split", "Tile", "ReverseV2", "Pad", "MirrorPad",
                 "DepthToSpace", "Select", "SelectV2", "GatherV2", "GatherNd", "FloorMod",
                 "FloorDiv", "Prod", "Size", "Rank", "StopGradient", "PartitionedCall",
-                "StatefulPartitionedCall"}
+                "StatefulPartitionedCall", "CheckNumerics"}
 
 
 def count_flops(model: keras.Model, height: int, width: int) -> dict:

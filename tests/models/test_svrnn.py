@@ -1,31 +1,28 @@
-"""SVRNN model: paper configuration, reference forward, any size, Keras behaviour, VGG16 init."""
+"""SVRNN model: paper configuration, reference forward, the shared model checks, VGG16 init."""
+
+import functools
 
 import h5py
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfdeblur.models
 from tests.conftest import implementations
 from tests.layers import nets_reference as ref
+from tests.models import model_checks as mc
 from tfdeblur.layers.svrnn_blocks import VGG16_ENCODER_LAYERS
-from tfdeblur.models.svrnn import MIN_SIZE
+from tfdeblur.models.svrnn import MIN_SIZE, PAPER_PARAMETERS, svrnn
 from tfdeblur.models.vgg16_init import init_from_vgg16, load_vgg16_convs
 
+# Every part of the network, at widths that run in a fraction of a second on CPU.
 TINY = dict(width=4, weight_width=2, num_rnns=2)
+build = functools.partial(tfdeblur.models.build, "svrnn")
 
 
 def tiny(**kw):
     keras.utils.set_random_seed(kw.pop("seed", 0))
-    return tfdeblur.models.build("svrnn", **{**TINY, **kw})
-
-
-def smooth_images(rng, n, h, w):
-    """Random images with some spatial structure, in [0, 1]."""
-    x = rng.uniform(0, 1, (n, h // 4 + 2, w // 4 + 2, 3)).astype("float32")
-    x = tf.image.resize(x, (h, w), method="bicubic")
-    return np.clip(np.asarray(x), 0, 1)
+    return build(**{**TINY, **kw})
 
 
 def _weights(model):
@@ -45,9 +42,9 @@ def test_registry_builds_svrnn():
 
 
 def test_paper_configuration_parameter_count():
-    model = tfdeblur.models.build("svrnn")
-    n = model.count_params()
-    assert abs(n - 9.2e6) / 9.2e6 < 0.10, n
+    model = build()
+    n = mc.assert_param_count(model, PAPER_PARAMETERS)
+    assert n == 9_227_027  # the count stated in the builder's docstring
     assert abs(4 * n / 1e6 - 37.1) / 37.1 < 0.10  # paper Table 3: 37.1 MB
     wg = model.get_layer("weight_generation")
     assert wg.conv16.kernel.shape[-1] == 512  # 4 RNNs x 4 directions x 32
@@ -55,6 +52,7 @@ def test_paper_configuration_parameter_count():
     assert model.get_layer("conv2").kernel.shape == (7, 7, 16, 32)
     assert model.get_layer("conv21").kernel.shape == (9, 9, 64, 16)
     assert model.get_layer("conv22").kernel.shape == (5, 5, 32, 3)
+    assert model.get_layer("pad").multiple == 8 and model.get_layer("pad").min_size == MIN_SIZE
 
 
 @pytest.mark.parametrize("impl", implementations())
@@ -70,73 +68,64 @@ def test_forward_matches_reference(rng, impl, shape):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("h,w", [(8, 8), (9, 31), (17, 8), (23, 12)])
-def test_any_size_gives_input_shape(rng, h, w):
-    model = tiny()
-    x = rng.uniform(0, 1, (1, h, w, 3)).astype("float32")
-    assert model(x).shape == (1, h, w, 3)
+def test_any_input_size_and_batch():
+    # 8 is the minimum and a multiple of 8; 9 is one over it; odd, tall and wide sides.
+    mc.assert_any_input_size(tiny(), [(8, 8), (9, 31), (17, 8), (23, 12)])
 
 
-@pytest.mark.parametrize("n", [0, 1, 3])
-def test_any_batch_size(rng, n):
-    model = tiny()
-    x = rng.uniform(0, 1, (n, 12, 10, 3)).astype("float32")
-    y = np.asarray(model(x))
-    assert y.shape == (n, 12, 10, 3)
-    if n > 1:  # items are independent
-        np.testing.assert_allclose(y[1], np.asarray(model(x[1:2]))[0], rtol=1e-5, atol=1e-6)
+def test_rejects_too_small_input():
+    assert MIN_SIZE == 8
+    mc.assert_rejects_small_input(tiny(), MIN_SIZE)
 
 
-def test_too_small_is_a_clear_error():
-    model = tiny()
-    with pytest.raises(ValueError, match=f"at least {MIN_SIZE} pixels"):
-        model(np.zeros((1, 7, 20, 3), "float32"))
-    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3])])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at least {MIN_SIZE} pixels"):
-        fn(tf.zeros([1, 20, 5, 3]))
+def test_fixed_input_shape():
+    mc.assert_fixed_input_shape(build, MIN_SIZE, **TINY)
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="width"):
-        tfdeblur.models.build("svrnn", width=0)
-    with pytest.raises(ValueError, match="input_shape"):
-        tfdeblur.models.build("svrnn", input_shape=(None, None, 1))
-    with pytest.raises(ValueError, match="implementation"):
-        tfdeblur.models.build("svrnn", implementation="fastest")
+def test_rejects_bad_input():
+    mc.assert_rejects_bad_input(tiny(), (12, 10))
 
 
-def test_save_load_roundtrip_is_exact(rng, tmp_path):
-    model = tiny()
-    x = rng.uniform(0, 1, (2, 11, 14, 3)).astype("float32")
-    path = str(tmp_path / "svrnn.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
-    assert loaded.get_layer("rnn_deconvolution").get_config() == \
-        model.get_layer("rnn_deconvolution").get_config()
+def test_out_of_range_values_are_processed():
+    mc.assert_accepts_out_of_range(tiny(), (9, 12))
 
 
-def test_fit_lowers_loss(rng):
-    model = tiny(seed=1)
-    sharp = smooth_images(rng, 4, 16, 16)
-    blurry = np.asarray(tf.nn.avg_pool2d(np.pad(sharp, [(0, 0), (1, 1), (1, 1), (0, 0)],
-                                                mode="reflect"), 3, 1, "VALID"))
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse", jit_compile=False)
-    before = model.evaluate(blurry, sharp, verbose=0)
-    model.fit(blurry, sharp, batch_size=4, epochs=8, verbose=0)
-    after = model.evaluate(blurry, sharp, verbose=0)
+def test_other_channel_counts():
+    model = tiny(input_shape=(None, None, 1))
+    assert model(np.zeros((2, 9, 11, 1), "float32")).shape == (2, 9, 11, 1)
+
+
+@pytest.mark.parametrize("config,match", [
+    (dict(width=0), "width"),
+    (dict(width=2.5), "width"),
+    (dict(weight_width=0), "weight_width"),
+    (dict(num_rnns=0), "num_rnns"),
+    (dict(implementation="fastest"), "implementation"),
+    (dict(input_shape=(None, None, None)), "input_shape"),
+    (dict(input_shape=(None, 3)), "input_shape"),
+])
+def test_bad_configuration(config, match):
+    with pytest.raises(ValueError, match=match):
+        svrnn(**config)
+
+
+def test_save_load_identical(tmp_path):
+    loaded = mc.assert_save_load_identical(tiny(), mc.smooth_images(2, 11, 14), tmp_path)
+    assert loaded.get_layer("rnn_deconvolution").implementation == "auto"
+
+
+def test_fit_lowers_loss():
+    blurry, sharp = mc.blur_pairs(4, 16, 16)
+    before, after = mc.assert_fit_lowers_loss(tiny(seed=1), blurry, sharp, learning_rate=3e-3)
     assert after < 0.7 * before, (before, after)
 
 
-def test_compiled_and_portable_agree(rng):
-    if "compiled" not in implementations():
-        pytest.skip("compiled op library not loaded")
-    compiled = tiny(implementation="compiled")
-    portable = tiny(implementation="portable", seed=5)
-    portable.set_weights(compiled.get_weights())
-    x = rng.uniform(0, 1, (2, 24, 17, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(compiled(x)), np.asarray(portable(x)),
-                               rtol=1e-4, atol=1e-5)
+def test_compiled_and_portable_agree():
+    mc.assert_implementations_agree(build, mc.smooth_images(2, 24, 17), atol=1e-4, **TINY)
+
+
+def test_xla_only_without_compiled_ops():
+    mc.assert_xla_policy(build, True, (16, 12), **TINY)
 
 
 # --------------------------------------------------------------------------- VGG16 init

@@ -31,7 +31,8 @@ class AttentionLayerFusion(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        A list of ``N >= 1`` tensors ``[B, H, W, C]`` of the same shape.
+        A list of ``N >= 1`` tensors ``[B, H, W, C]`` of the same shape, any
+        H, W >= 1.
 
     Output:
         ``[B, H, W, N*C]``: block ``n``'s fused channels at ``[n*C, (n+1)*C)``.
@@ -97,7 +98,7 @@ class AttentionChannelFusion(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[B, H, W, C]``.
+        ``[B, H, W, C]``, any H, W >= 1.
 
     Output:
         ``[B, H, W, C]``.

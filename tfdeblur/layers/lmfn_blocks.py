@@ -52,7 +52,7 @@ class DownBlock(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, C]``.
+        ``[N, H, W, C]``, any H, W >= 1.
 
     Output:
         ``[N, ceil(H / 2), ceil(W / 2), filters]``.
@@ -106,7 +106,7 @@ class ResidualBlock(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, C]``.
+        ``[N, H, W, C]``, any H, W >= 1.
 
     Output:
         ``[N, H, W, C]``.
@@ -156,7 +156,7 @@ class PixelShuffle(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, C]`` with ``C`` divisible by ``scale**2``.
+        ``[N, H, W, C]`` with ``C`` divisible by ``scale**2``, any H, W >= 1.
 
     Output:
         ``[N, scale * H, scale * W, C / scale**2]``.
@@ -205,7 +205,8 @@ class UpsampleAdd(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        A list ``[small, large]``: ``[N, h, w, C]`` and ``[N, H, W, C]``.
+        A list ``[small, large]``: ``[N, h, w, C]`` and ``[N, H, W, C]``, any
+        sizes >= 1.
 
     Output:
         ``[N, H, W, C]``: ``large + resize(small, (H, W))``.

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.deform_conv import ModulatedDeformConv2D
+from tfdeblur.ops._loader import resolve_implementation
 
 
 def _prelu(name: str, dtype_policy) -> keras.layers.PReLU:
@@ -57,7 +58,7 @@ class DilatedBackbone(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, C]`` image (SVDN: RGB in [0, 1]).
+        ``[N, H, W, C]`` image (SVDN: RGB in [0, 1]), any H, W >= 1.
 
     Output:
         A list ``[blur_feature, content_feature]``, each
@@ -179,7 +180,7 @@ class FeatureDeconvolution(keras.layers.Layer):
 
     Input:
         A list ``[blur_feature, content_feature]``: ``[N, h, w, Cb]`` and
-        ``[N, h, w, Cc]``.
+        ``[N, h, w, Cc]``, any h, w >= 1.
 
     Output:
         ``[N, h, w, filters]``, or a tuple ``(features, positions)`` with
@@ -211,6 +212,10 @@ class FeatureDeconvolution(keras.layers.Layer):
         self.return_positions = bool(return_positions)
         self.implementation = implementation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # XLA cannot compile the compiled op, and Keras's jit_compile="auto" picks
+        # XLA on GPUs for models whose layers all allow it.
+        self.supports_jit = (implementation != "compiled"
+                             and resolve_implementation(implementation) == "portable")
 
     @property
     def taps(self) -> int:
@@ -315,7 +320,7 @@ class ReconstructionHead(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, h, w, C]``.
+        ``[N, h, w, C]``, any h, w >= 1.
 
     Output:
         ``[N, 2h, 2w, out_channels]``.

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.spatial_rnn import SpatialRNN
+from tfdeblur.ops._loader import resolve_implementation
 
 # conv3-conv11 of the weight-generation network are VGG16's first nine convs:
 # (name, width multiplier of ``width``, max-pool before it).
@@ -68,7 +69,7 @@ class BilinearUpsampling2x(keras.layers.Layer):
     whose height and width are unknown (a SavedModel for any image size),
     and ``tf.image.resize`` computes in float32 whatever the input dtype.
 
-    Input: ``[N, H, W, C]``. Output: ``[N, 2H, 2W, C]``.
+    Input: ``[N, H, W, C]``, any size (H, W >= 1). Output: ``[N, 2H, 2W, C]``.
 
     Example:
         >>> BilinearUpsampling2x()(tf.zeros([1, 3, 5, 8])).shape
@@ -120,7 +121,8 @@ class WeightGenerationNetwork(keras.layers.Layer):
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
-        ``[N, H, W, 3]`` (or any channel count) blurry image.
+        ``[N, H, W, 3]`` (or any channel count) blurry image, any H, W >= 1
+        (SVRNN pads to a multiple of 8 first, so the poolings are exact).
 
     Output:
         ``[N, ceil(H/2), ceil(W/2), gate_channels]`` gates in (-1, 1).
@@ -223,7 +225,7 @@ class RNNDeconvolution(keras.layers.Layer):
 
     Input:
         A list ``[features, gates]``: features ``[N, H, W, C_in]``, gates
-        ``[N, H, W, 4 * (C_in + (num_rnns - 1) * filters)]``.
+        ``[N, H, W, 4 * (C_in + (num_rnns - 1) * filters)]``; any H, W >= 1.
 
     Output:
         ``[N, H, W, filters]``.
@@ -249,6 +251,10 @@ class RNNDeconvolution(keras.layers.Layer):
         self.negative_slope = float(negative_slope)
         self.implementation = implementation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # XLA cannot compile the compiled op, and Keras's jit_compile="auto" picks
+        # XLA on GPUs for models whose layers all allow it.
+        self.supports_jit = (implementation != "compiled"
+                             and resolve_implementation(implementation) == "portable")
 
     def gate_channels(self, input_channels: int) -> int:
         """Gate channels needed for ``input_channels`` input features."""

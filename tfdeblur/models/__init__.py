@@ -3,11 +3,17 @@
 Each network module registers a builder with :func:`register`; ``build``
 looks it up by name and passes the configuration through (paper
 configuration by default, ``width=``/depth arguments for small variants).
+Every network is a :class:`DeblurModel`, a functional ``keras.Model`` that
+checks its input image.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from tfdeblur.models._base import DeblurModel
+
+__all__ = ["DeblurModel", "available", "build", "register"]
 
 _REGISTRY: dict[str, Callable] = {}
 

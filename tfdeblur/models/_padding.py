@@ -36,18 +36,41 @@ def _reflect_pad_end(x: tf.Tensor, pad, axis: int) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class PadToMultiple(keras.layers.Layer):
-    """Reflect-pads height and width up to a multiple of ``multiple``.
+    """Checks the image and reflect-pads height and width up to a multiple of ``multiple``.
 
-    Sides below ``min_size`` are rejected (statically when known, otherwise at
-    run time) with a message stating the minimum. Reflect padding needs
-    ``pad < side``, which ``min_size >= multiple`` guarantees.
+    The first layer of every tfdeblur network, so these checks hold however
+    the model runs (eagerly, in ``fit``/``predict``, in a ``tf.function`` or
+    SavedModel with unknown sizes):
+
+    - sides below ``min_size`` are rejected with a message stating the
+      minimum (a ValueError when the size is known while tracing, else an
+      InvalidArgumentError at run time). Reflect padding needs
+      ``pad < side``, which ``min_size >= multiple`` guarantees;
+    - the channel count must be the one the layer was built for (checked at
+      run time too when the traced shape leaves it open);
+    - NaN or Inf values raise an InvalidArgumentError naming the input
+      (``tf.debugging.check_numerics``, one pass over the image). XLA
+      (``jit_compile=True``) drops run-time checks, so there non-finite
+      values propagate to the output.
 
     An empty batch (``N = 0``) gets one zero image appended: TensorFlow's
     oneDNN convolutions return a wrongly shaped result for an empty batch, so
     the network must not see one. :class:`CropTo` removes it again.
 
+    Args:
+        multiple: height and width are padded up to a multiple of this.
+        min_size: smallest accepted height and width (raised to
+            ``multiple`` if below it).
+        model_name: the network's name, used in error messages.
+        **kwargs: standard ``keras.layers.Layer`` arguments.
+
     Input: ``[N, H, W, C]``. Output: ``[max(N, 1), H', W', C]`` with ``H' =
     ceil(H / multiple) * multiple`` (same for W). Pair with :class:`CropTo`.
+
+    Example:
+        >>> pad = PadToMultiple(8, 8, model_name="svrnn")
+        >>> pad(tf.zeros([2, 9, 16, 3])).shape
+        TensorShape([2, 16, 16, 3])
     """
 
     def __init__(self, multiple: int, min_size: int, model_name: str = "model", **kwargs):
@@ -61,10 +84,15 @@ class PadToMultiple(keras.layers.Layer):
     def build(self, input_shape):
         # A model built for a fixed too-small size fails here, at construction.
         check_min_size(input_shape, self.min_size, self.model_name)
+        self.channels = input_shape[-1]
         super().build(input_shape)
 
     def call(self, x):
         check_min_size(x, self.min_size, self.model_name)
+        channels = getattr(self, "channels", None)
+        if channels is not None and x.shape[-1] is not None and x.shape[-1] != channels:
+            raise ValueError(f"{self.model_name}: input image must have {channels} channels, "
+                             f"got shape {tuple(x.shape)}")
         shape = tf.shape(x)
         h, w = shape[1], shape[2]
         checks = []
@@ -73,6 +101,12 @@ class PadToMultiple(keras.layers.Layer):
                 tf.minimum(h, w), self.min_size,
                 message=f"{self.model_name}: image height and width must be at least "
                         f"{self.min_size} pixels"))
+        if channels is not None and x.shape[-1] is None:
+            checks.append(tf.debugging.assert_equal(
+                shape[3], channels,
+                message=f"{self.model_name}: input image must have {channels} channels"))
+        x = tf.debugging.check_numerics(
+            x, f"{self.model_name}: input image has NaN or Inf values")
         with tf.control_dependencies(checks):
             m = self.multiple
             ph = (m - h % m) % m
@@ -98,7 +132,18 @@ class PadToMultiple(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class CropTo(keras.layers.Layer):
-    """Crops ``inputs[0]`` to the batch, height and width of ``inputs[1]`` (top-left)."""
+    """Crops ``inputs[0]`` to the batch, height and width of ``inputs[1]`` (top-left).
+
+    Undoes :class:`PadToMultiple` (its bottom/right padding and the dummy item
+    of an empty batch) on the network's output.
+
+    Input: ``[output [M, H', W', C'], reference [N, H, W, C]]``. Output:
+    ``[N, H, W, C']``.
+
+    Example:
+        >>> CropTo()([tf.zeros([1, 16, 16, 3]), tf.zeros([0, 9, 13, 3])]).shape
+        TensorShape([0, 9, 13, 3])
+    """
 
     def call(self, inputs):
         x, reference = inputs

@@ -8,8 +8,8 @@ from tfdeblur.layers.attention_fusion import AttentionChannelFusion, AttentionLa
 from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock, UpsampleAdd
 from tfdeblur.layers.rfdb import ESA_MIN_SIZE, ResidualFeatureDistillationBlock
 from tfdeblur.models import register
+from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
 from tfdeblur.models._padding import CropTo, PadToMultiple
-from tfdeblur.ops._loader import IMPLEMENTATIONS
 
 PAPER_PARAMETERS = 1_250_000
 
@@ -26,12 +26,6 @@ def min_image_size(num_scales: int = 4) -> int:
     while (-(-n // multiple) * multiple) // 2 < ESA_MIN_SIZE:
         n += 1
     return n
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"lmfn: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 @register("lmfn")
@@ -76,11 +70,21 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     RTX 2080 Ti (13.4 TFLOPS) would need fewer, so its timing may be for
     smaller frames or a different decoder resolution.
 
-    Any input size: the image is reflect-padded to a multiple of
-    ``2**num_scales`` and the output cropped back. Height and width must be at
-    least :func:`min_image_size` (17 with four scales); smaller inputs raise
-    an error stating the minimum. Any batch size, float inputs in [0, 1]; the
-    output is not clipped.
+    Input size: the image is reflect-padded at the bottom/right to a
+    multiple of ``2**num_scales`` inside the model and the output cropped
+    back. Height and width must be at least :func:`min_image_size` (17 with
+    four scales: the spatial attention needs 15 pixels at half the padded
+    size); a smaller side raises an error stating the minimum (ValueError,
+    or InvalidArgumentError when the size is only known at run time). Any
+    batch size, 0 included.
+
+    Input values: float images in [0, 1] (any float dtype; the model
+    computes in float32). Values outside [0, 1] are processed as they are,
+    neither clipped nor rejected, and the output is not clipped (clip it for
+    display). Integer images, a wrong rank or channel count, and NaN or Inf
+    values raise an error naming the input
+    (:class:`~tfdeblur.models.DeblurModel`). LMFN has no compiled op, so
+    Keras may compile it with XLA (``jit_compile``).
 
     Args:
         width: feature channels throughout (paper: 64). With the default block
@@ -98,7 +102,8 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
         name: model name.
 
     Returns:
-        A functional ``keras.Model`` mapping ``[N, H, W, C]`` to ``[N, H, W, C]``.
+        A :class:`~tfdeblur.models.DeblurModel` mapping ``[N, H, W, C]`` to
+        ``[N, H, W, C]``.
 
     Example:
         >>> model = lmfn()                       # the paper's network
@@ -106,15 +111,12 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
         >>> small(np.zeros((1, 40, 50, 3), "float32")).shape
         TensorShape([1, 40, 50, 3])
     """
-    width = _check_int(width, "width", 4)
-    num_scales = _check_int(num_scales, "num_scales", 1)
-    num_blocks = _check_int(num_blocks, "num_blocks", 1)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"lmfn: implementation must be one of {IMPLEMENTATIONS}, "
-                         f"got {implementation!r}")
-    if len(input_shape) != 3 or input_shape[-1] is None:
-        raise ValueError(f"lmfn: input_shape must be (H, W, C) with C known, got {input_shape!r}")
-    channels = int(input_shape[-1])
+    width = check_int(width, "width", "lmfn", 4)
+    num_scales = check_int(num_scales, "num_scales", "lmfn")
+    num_blocks = check_int(num_blocks, "num_blocks", "lmfn")
+    check_implementation(implementation, "lmfn")
+    input_shape = check_input_shape(input_shape, "lmfn")
+    channels = input_shape[-1]
 
     inputs = keras.Input(shape=tuple(input_shape), name="blurry")
     x = PadToMultiple(2 ** num_scales, min_image_size(num_scales), model_name="lmfn",
@@ -149,4 +151,4 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     if global_residual:
         out = keras.layers.Add(name="global_residual")([x, out])
     out = CropTo(name="crop")([out, inputs])
-    return keras.Model(inputs, out, name=name)
+    return DeblurModel(inputs, out, name=name)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import tensorflow as tf
 
 from tfdeblur.layers.svdn_blocks import DilatedBackbone, FeatureDeconvolution, ReconstructionHead
 from tfdeblur.models import register
+from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
+#: Parameters of the paper's network ("nearly 0.8 M", 3.1 MB).
+PAPER_PARAMETERS = 800_000
 #: Height and width are padded (reflect) to a multiple of this: one stride-2 conv.
 MULTIPLE = 2
 #: Smallest accepted height and width (reflect padding needs pad < side).
@@ -46,27 +51,46 @@ def svdn(width: int = 64,
          implementation: str = "auto",
          input_shape: tuple = (None, None, 3),
          name: str = "svdn") -> keras.Model:
-    """Builds SVDN (Yuan, Su, Ma, "Efficient Dynamic Scene Deblurring Using
-    Spatially Variant Deconvolution Network with Optical Flow Guided
-    Training", CVPR 2020, sec. 3.1-3.2).
+    """Builds SVDN, the spatially variant deconvolution network.
 
-    Backbone (:class:`~tfdeblur.layers.DilatedBackbone`: one stride-2 conv,
-    dilated 3x3 convs with rates 1, 2, 4, fusion into a blur and a content
-    feature) -> neck (:class:`~tfdeblur.layers.FeatureDeconvolution`: two
-    modulated deformable 5x5 convolutions whose offsets and masks come from
-    the blur feature) -> head (:class:`~tfdeblur.layers.ReconstructionHead`:
+    Yuan, Su, Ma, "Efficient Dynamic Scene Deblurring Using Spatially
+    Variant Deconvolution Network with Optical Flow Guided Training", CVPR
+    2020, sec. 3.1-3.2. Backbone (:class:`~tfdeblur.layers.DilatedBackbone`:
+    one stride-2 conv, dilated 3x3 convs with rates 1, 2, 4, fusion into a
+    blur and a content feature) -> neck
+    (:class:`~tfdeblur.layers.FeatureDeconvolution`: two modulated
+    deformable 5x5 convolutions whose offsets and masks come from the blur
+    feature) -> head (:class:`~tfdeblur.layers.ReconstructionHead`:
     transposed conv x2, conv to RGB) -> global skip: output = input +
     residual. PReLU activations. The defaults (width 64, head width 32)
-    give 828,572 parameters (3.3 MB, 3.16 MiB float32), the paper's
-    "nearly 0.8 M" / 3.1 MB;
-    the paper's Figure 3 with the backbone's exact modules is not in its
-    text, so the layers' docstrings list the choices made.
+    give 828,572 parameters (3.3 MB, 3.16 MiB of float32; paper: "nearly
+    0.8 M", 3.1 MB). A 1280x720 frame costs 385 GFLOPs (convolutions and the
+    DCNs' matrix products, ``benchmarks/bench_models.py``), nearly all at half
+    resolution; the paper's 0.01 s on a GTX 1080 Ti (11.3 TFLOPS) would need
+    fewer, so its timing may be for smaller frames.
 
-    Any input size: height and width are reflect-padded at the bottom/right
-    to an even size inside the model and the output is cropped back; every
-    side of at least 2 pixels works (smaller raises a ValueError, or an
-    InvalidArgumentError when the size is only known at run time). Inputs are
-    float RGB in [0, 1]; the output has the input's shape.
+    Choices the paper leaves open (its Figure 3, with the backbone's exact
+    modules, is not in its text; the layers' docstrings give the details):
+    one 3x3 conv per dilation rate; the fusion module concatenates the
+    downsampled feature and every stage's output and fuses them with a 3x3
+    conv into ``2 * width`` channels, split in half into the blur and the
+    content feature; 3x3 offset convs; PReLU after each DCN; a 4x4
+    transposed conv; Xavier initialisation with zero biases (offset convs
+    included, not zero-initialised as in DCNv2's own layer); padding to an
+    even size (below).
+
+    Input size: height and width are reflect-padded at the bottom/right to
+    an even size inside the model and the output is cropped back; every
+    side of at least :data:`MIN_SIZE` = 2 pixels works, a 1-pixel side
+    raises an error stating the minimum (ValueError, or InvalidArgumentError
+    when the size is only known at run time). Any batch size, 0 included.
+
+    Input values: float images in [0, 1] (any float dtype; the model
+    computes in float32). Values outside [0, 1] are processed as they are,
+    neither clipped nor rejected, and the output (input + residual) is not
+    clipped (clip it for display). Integer images, a wrong rank or channel
+    count, and NaN or Inf values raise an error naming the input
+    (:class:`~tfdeblur.models.DeblurModel`).
 
     Args:
         width: backbone width = blur and content feature channels = DCN
@@ -81,42 +105,60 @@ def svdn(width: int = 64,
             positions]``, positions being DCN1's sampling positions
             ``[N, ceil(H/2), ceil(W/2), kernel_size**2, 2]`` (``(py, px)`` in
             feature pixels: the regular grid around the output pixel + the
-            learned offset) from the same forward pass, for the position loss.
+            learned offset), computed from the offsets of the same forward
+            pass (no second pass), for the optical-flow position loss.
             Padding only adds rows/columns at the bottom/right, so these are
             the coordinates of the unpadded image's half-resolution grid.
         implementation: deformable-convolution implementation, ``"auto"``,
-            ``"compiled"`` or ``"portable"``.
-        input_shape: ``(H, W, 3)``, None for any size.
+            ``"compiled"`` or ``"portable"``. Models running the compiled op
+            are not compiled with XLA (Keras's ``jit_compile`` falls back to
+            False); the portable one may be.
+        input_shape: ``(H, W, C)``, None for any height or width; C = 3
+            (RGB) in the paper.
         name: model name.
 
     Returns:
-        A ``keras.Model`` mapping ``[N, H, W, 3]`` to ``[N, H, W, 3]`` (and
-        the positions with ``return_positions``).
+        A :class:`~tfdeblur.models.DeblurModel` mapping ``[N, H, W, C]`` to
+        ``[N, H, W, C]`` (and the positions with ``return_positions``).
 
     Example:
         >>> model = tfdeblur.models.build("svdn")                     # paper size
-        >>> train = tfdeblur.models.build("svdn", return_positions=True)
-        >>> sharp, positions = train(blurry)
+        >>> train = tfdeblur.models.build("svdn", width=16, return_positions=True)
+        >>> sharp, positions = train(np.zeros((2, 33, 40, 3), "float32"))
+        >>> positions.shape
+        TensorShape([2, 17, 20, 25, 2])
     """
-    width = int(width)
-    if width < 1:
-        raise ValueError(f"svdn: width must be >= 1, got {width}")
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"svdn: input_shape must be (H, W, 3), got {input_shape}")
-    head_width = max(width // 2, 1) if head_width is None else int(head_width)
+    width = check_int(width, "width", "svdn")
+    convs_per_rate = check_int(convs_per_rate, "convs_per_rate", "svdn")
+    kernel_size = check_int(kernel_size, "kernel_size", "svdn")
+    if offset_hidden is not None:
+        offset_hidden = check_int(offset_hidden, "offset_hidden", "svdn")
+    head_width = (max(width // 2, 1) if head_width is None
+                  else check_int(head_width, "head_width", "svdn"))
+    try:
+        rates = tuple(dilation_rates)
+    except TypeError:
+        rates = ()
+    if not rates or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
+                            and d >= 1 for d in rates):
+        raise ValueError("svdn: dilation_rates must be a non-empty sequence of integers >= 1, "
+                         f"got {dilation_rates!r}")
+    check_implementation(implementation, "svdn")
+    input_shape = check_input_shape(input_shape, "svdn")
+    channels = input_shape[-1]
 
     image = keras.Input(input_shape, name="blurry")
     x = PadToMultiple(MULTIPLE, MIN_SIZE, model_name="svdn", name="pad")(image)
-    blur, content = DilatedBackbone(width, dilation_rates, convs_per_rate,
+    blur, content = DilatedBackbone(width, [int(d) for d in rates], convs_per_rate,
                                     name="backbone")(x)
     neck = FeatureDeconvolution(width, kernel_size, offset_hidden,
                                 return_positions=return_positions,
                                 implementation=implementation, name="neck")([blur, content])
     features, positions = neck if return_positions else (neck, None)
-    residual = ReconstructionHead(head_width, 3, name="head")(features)
+    residual = ReconstructionHead(head_width, channels, name="head")(features)
     sharp = keras.layers.Add(name="global_skip")([x, residual])
     sharp = CropTo(name="crop")([sharp, image])
     if return_positions:
         positions = TakeBatchOf(name="positions")([positions, image])
-        return keras.Model(image, [sharp, positions], name=name)
-    return keras.Model(image, sharp, name=name)
+        return DeblurModel(image, [sharp, positions], name=name)
+    return DeblurModel(image, sharp, name=name)

@@ -10,8 +10,11 @@ from tfdeblur.layers.svrnn_blocks import (
     WeightGenerationNetwork,
 )
 from tfdeblur.models import register
+from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
+#: Parameters of the paper's network (Table 3: 37.1 MB of float32).
+PAPER_PARAMETERS = 9_200_000
 #: Height and width are padded (reflect) to a multiple of this: the
 #: weight-generation network pools three times.
 MULTIPLE = 8
@@ -28,10 +31,12 @@ def svrnn(width: int = 32,
           vgg16_weights: str | None = None,
           input_shape: tuple = (None, None, 3),
           name: str = "svrnn") -> keras.Model:
-    """Builds SVRNN (Zhang et al., "Dynamic Scene Deblurring Using Spatially
-    Variant Recurrent Neural Networks", CVPR 2018, sec. 3.2 and Table 1).
+    """Builds SVRNN, the spatially variant RNN deblurring network.
 
-    The defaults are the paper's configuration (9.2 M parameters):
+    Zhang, Pan, Ren, Song, Bao, Lau, Yang, "Dynamic Scene Deblurring Using
+    Spatially Variant Recurrent Neural Networks", CVPR 2018, sec. 3.2 and
+    Table 1. The defaults are the paper's configuration, 9,227,027
+    parameters (36.9 MB of float32; paper: 9.2 M, 37.1 MB):
 
     - feature extraction: conv1 11x11 (``width / 2`` = 16), conv2 7x7
       stride 2 (``width`` = 32), LeakyReLU(0.1) after each;
@@ -48,14 +53,24 @@ def svrnn(width: int = 32,
 
     Choices the paper leaves open: concatenations put the skip first (the
     authors' net does); bilinear upsampling uses half-pixel centres
-    (``tf.image.resize``); Xavier initialisation is Keras's
-    ``glorot_uniform`` with zero biases.
+    (``tf.image.resize``); the gates are used as the tanh gives them, in
+    (-1, 1); Xavier initialisation is Keras's ``glorot_uniform`` with zero
+    biases; padding to a multiple of 8 (below) rather than resizing, so the
+    three poolings of the weight-generation network are exact.
 
-    Any input size: height and width are reflect-padded at the bottom/right
-    to a multiple of 8 inside the model and the output is cropped back, so
-    every side of at least 8 pixels works (smaller raises a ValueError, or
-    an InvalidArgumentError when the size is only known at run time). Inputs
-    are float RGB in [0, 1]; the output has the input's shape.
+    Input size: height and width are reflect-padded at the bottom/right to
+    a multiple of 8 inside the model and the output is cropped back, so
+    every side of at least :data:`MIN_SIZE` = 8 pixels works; a smaller one
+    raises an error stating the minimum (ValueError, or
+    InvalidArgumentError when the size is only known at run time). Any
+    batch size, 0 included.
+
+    Input values: float images in [0, 1] (any float dtype; the model
+    computes in float32). Values outside [0, 1] are processed as they are,
+    neither clipped nor rejected, and the output is not clipped (clip it for
+    display). Integer images, a wrong rank or channel count, and NaN or Inf
+    values raise an error naming the input
+    (:class:`~tfdeblur.models.DeblurModel`).
 
     Args:
         width: channels of the RNN features (conv2, conv17-conv20); conv1
@@ -66,29 +81,35 @@ def svrnn(width: int = 32,
         negative_slope: LeakyReLU slope of the feature, fusion and
             reconstruction convs.
         implementation: spatial RNN implementation, ``"auto"``,
-            ``"compiled"`` or ``"portable"``.
+            ``"compiled"`` or ``"portable"``. Models running the compiled op
+            are not compiled with XLA (Keras's ``jit_compile`` falls back to
+            False); the portable one may be.
         vgg16_weights: path of a local Keras VGG16 weights file (e.g.
             ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``) to
-            initialise conv3-conv11 from, as in the paper (sec. 3.3); None
-            keeps the Xavier initialisation and never touches the network.
-            See :func:`tfdeblur.models.vgg16_init.init_from_vgg16`.
-        input_shape: ``(H, W, 3)``, None for any size.
+            initialise conv3-conv11 from, as in the paper's training; None
+            keeps the Xavier initialisation. Nothing is ever downloaded; a
+            missing or foreign file is an error. See
+            :func:`tfdeblur.models.vgg16_init.init_from_vgg16`.
+        input_shape: ``(H, W, C)``, None for any height or width; C = 3
+            (RGB) in the paper and for VGG16 initialisation.
         name: model name.
 
     Returns:
-        A ``keras.Model`` mapping ``[N, H, W, 3]`` to ``[N, H, W, 3]``.
+        A :class:`~tfdeblur.models.DeblurModel` mapping ``[N, H, W, C]`` to
+        ``[N, H, W, C]``.
 
     Example:
         >>> model = tfdeblur.models.build("svrnn")            # paper model
         >>> small = tfdeblur.models.build("svrnn", width=8, weight_width=8)
-        >>> sharp = small(blurry)                            # [N, H, W, 3]
+        >>> small(np.zeros((2, 45, 61, 3), "float32")).shape
+        TensorShape([2, 45, 61, 3])
     """
-    width, weight_width, num_rnns = int(width), int(weight_width), int(num_rnns)
-    for arg, value in (("width", width), ("weight_width", weight_width), ("num_rnns", num_rnns)):
-        if value < 1:
-            raise ValueError(f"svrnn: {arg} must be >= 1, got {value}")
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"svrnn: input_shape must be (H, W, 3), got {input_shape}")
+    width = check_int(width, "width", "svrnn")
+    weight_width = check_int(weight_width, "weight_width", "svrnn")
+    num_rnns = check_int(num_rnns, "num_rnns", "svrnn")
+    check_implementation(implementation, "svrnn")
+    input_shape = check_input_shape(input_shape, "svrnn")
+    channels = input_shape[-1]
     half = max(width // 2, 1)
 
     def conv(filters, size, stride=1, activation=None, name=None):
@@ -114,9 +135,9 @@ def svrnn(width: int = 32,
     y = lrelu("conv21_lrelu")(conv(half, 9, name="conv21")(y))
     y = BilinearUpsampling2x(name="resize1")(y)
     y = keras.layers.Concatenate(name="concat_conv1")([conv1, y])
-    y = conv(3, 5, name="conv22")(y)
+    y = conv(channels, 5, name="conv22")(y)
     out = CropTo(name="crop")([y, image])
-    model = keras.Model(image, out, name=name)
+    model = DeblurModel(image, out, name=name)
 
     if vgg16_weights is not None:
         from tfdeblur.models.vgg16_init import init_from_vgg16
