@@ -227,3 +227,12 @@ def test_mixed_float16_policy():
     layer32.set_weights(layer.get_weights())
     np.testing.assert_allclose(np.asarray(y, np.float32), layer32(x).numpy(), rtol=0.02,
                                atol=0.02)
+
+
+def test_xla_policy_follows_implementation():
+    # Keras's jit_compile="auto" must not pick XLA for the compiled custom op.
+    from tfdeblur.ops import compiled_available
+
+    assert ModulatedDeformConv2D(4, 3, implementation="portable").supports_jit
+    if compiled_available():
+        assert not ModulatedDeformConv2D(4, 3).supports_jit

@@ -46,3 +46,11 @@ def test_config_and_errors():
         SpatialRNN()([keras.Input((4, 4, 3)), keras.Input((4, 4, 8))])
     with pytest.raises(ValueError, match="list"):
         SpatialRNN()(keras.Input((4, 4, 3)))
+
+
+def test_xla_policy_follows_implementation():
+    # Keras's jit_compile="auto" must not pick XLA for the compiled custom op.
+    assert SpatialRNN(implementation="portable").supports_jit
+    if "compiled" in implementations():
+        assert not SpatialRNN(implementation="auto").supports_jit
+        assert not SpatialRNN(implementation="compiled").supports_jit

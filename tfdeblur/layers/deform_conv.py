@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfdeblur.ops._loader import resolve_implementation
 from tfdeblur.ops.deform_conv import (
     _Geometry,
     _pair,
@@ -133,6 +134,9 @@ class ModulatedDeformConv2D(keras.layers.Layer):
                              f"{deformable_groups!r}")
         self.groups = groups
         self.deformable_groups = deformable_groups
+        # XLA cannot compile the custom op; Keras's jit_compile="auto" (XLA on
+        # GPUs) then falls back to graph mode for models containing this layer.
+        self.supports_jit = resolve_implementation(implementation) == "portable"
         self.use_bias = bool(use_bias)
         self.offset_mode = offset_mode
         self.return_positions = bool(return_positions)

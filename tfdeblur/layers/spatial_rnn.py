@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfdeblur.ops._loader import resolve_implementation
 from tfdeblur.ops.gated_recurrence import spatial_rnn
 
 
@@ -41,6 +42,9 @@ class SpatialRNN(keras.layers.Layer):
             raise ValueError("implementation must be 'auto', 'compiled' or 'portable', "
                              f"got {implementation!r}")
         self.implementation = implementation
+        # XLA cannot compile the custom op; Keras's jit_compile="auto" (XLA on
+        # GPUs) then falls back to graph mode for models containing this layer.
+        self.supports_jit = resolve_implementation(implementation) == "portable"
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
