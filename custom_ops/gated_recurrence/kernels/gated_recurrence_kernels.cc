@@ -13,6 +13,7 @@
 #include "gated_recurrence/kernels/gated_recurrence_kernels.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op_kernel.h"
@@ -192,39 +193,83 @@ struct SlotsByDirection {
                                    k[kTopToBottom] >= 0; }
 };
 
+// Channels per task: one 64-byte cache line.
 template <typename T>
-int64_t ChannelGroup() { return std::max<int64_t>(1, 64 / static_cast<int64_t>(sizeof(T))); }
+constexpr int64_t ChannelGroup() { return 64 / static_cast<int64_t>(sizeof(T)); }
 
-template <typename T>
+// Scans `steps` pixels of one line for channels [0, cc) (pointers already at
+// the task's first channel). Consecutive pixels are `sx` / `sg` elements apart
+// in x / gate+y (negative for reverse scans); the first step has no history.
+// kCC > 0 fixes cc at compile time, so the
+// channel loop is fully unrolled into a few vector instructions.
+template <int kCC, typename T>
+inline void ForwardLine(int64_t cc_dyn, int64_t steps, const T* x, int64_t sx, const T* g,
+                        T* y, int64_t sg) {
+  const int64_t cc = kCC > 0 ? kCC : cc_dyn;
+  if (steps <= 0) return;
+  ForwardStep<T>(cc, x, g, nullptr, y);
+  for (int64_t s = 1; s < steps; ++s) {
+    x += sx;
+    g += sg;
+    ForwardStep(cc, x, g, y, y + sg);
+    y += sg;
+  }
+}
+
+template <int kCC, bool kAccumulate, typename T>
+inline void BackwardLine(int64_t cc_dyn, int64_t steps, const T* x, T* dx, int64_t sx,
+                         const T* g, const T* dy, T* dg, const T* y, int64_t sg,
+                         typename AccOf<T>::type* carry, int64_t carry_stride) {
+  // Scans from the line's last step back to its first; h_prev of step s is
+  // y at step s - 1 (none for s = 0). Pointers are at step 0.
+  const int64_t cc = kCC > 0 ? kCC : cc_dyn;
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    const int64_t ox = s * sx, og = s * sg;
+    typename AccOf<T>::type* cp = carry + s * carry_stride;
+    if (s > 0) {
+      BackwardStepImpl<T, kAccumulate, true>(cc, x + ox, g + og, dy + og, y + og - sg, dx + ox,
+                                             dg + og, cp);
+    } else {
+      BackwardStepImpl<T, kAccumulate, false>(cc, x + ox, g + og, dy + og, nullptr, dx + ox,
+                                              dg + og, cp);
+    }
+  }
+}
+
+template <int kCC, typename T>
 void ForwardSweeps(const RecurrenceGeometry& g, const SlotsByDirection& sd, int64_t n,
                    int64_t c0, int64_t c1, const T* x, const T* gate, T* y) {
   const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C, cc = c1 - c0;
-  auto px = [&](int64_t r, int64_t p) { return x + ((n * H + r) * W + p) * C + c0; };
-  auto pg = [&](const T* base, int64_t r, int64_t p, int k) {
-    return base + ((n * H + r) * W + p) * G + k * C + c0;
-  };
-  auto py = [&](int64_t r, int64_t p, int k) { return y + ((n * H + r) * W + p) * G + k * C + c0; };
+  const int64_t img_x = n * H * W * C + c0, img_g = n * H * W * G + c0;
   if (sd.down_sweep()) {
     for (int64_t r = 0; r < H; ++r) {
+      const T* xr = x + img_x + r * W * C;
+      const int64_t gr = img_g + r * W * G;
       if (int k = sd.k[kLeftToRight]; k >= 0)
-        for (int64_t p = 0; p < W; ++p)
-          ForwardStep(cc, px(r, p), pg(gate, r, p, k), p > 0 ? py(r, p - 1, k) : nullptr,
-                      py(r, p, k));
-      if (int k = sd.k[kRightToLeft]; k >= 0)
-        for (int64_t p = W - 1; p >= 0; --p)
-          ForwardStep(cc, px(r, p), pg(gate, r, p, k), p < W - 1 ? py(r, p + 1, k) : nullptr,
-                      py(r, p, k));
-      if (int k = sd.k[kTopToBottom]; k >= 0)
-        for (int64_t p = 0; p < W; ++p)
-          ForwardStep(cc, px(r, p), pg(gate, r, p, k), r > 0 ? py(r - 1, p, k) : nullptr,
-                      py(r, p, k));
+        ForwardLine<kCC>(cc, W, xr, C, gate + gr + k * C, y + gr + k * C, G);
+      if (int k = sd.k[kRightToLeft]; k >= 0) {
+        const int64_t last = (W - 1);
+        ForwardLine<kCC>(cc, W, xr + last * C, -C, gate + gr + last * G + k * C,
+                         y + gr + last * G + k * C, -G);
+      }
+      if (int k = sd.k[kTopToBottom]; k >= 0) {
+        // One step of W independent column scans: history is the row above.
+        const T* xp = xr;
+        const T* gp = gate + gr + k * C;
+        T* yp = y + gr + k * C;
+        for (int64_t p = 0; p < W; ++p, xp += C, gp += G, yp += G)
+          ForwardStep(kCC > 0 ? kCC : cc, xp, gp, r > 0 ? yp - W * G : nullptr, yp);
+      }
     }
   }
   if (int k = sd.k[kBottomToTop]; k >= 0) {
-    for (int64_t r = H - 1; r >= 0; --r)
-      for (int64_t p = 0; p < W; ++p)
-        ForwardStep(cc, px(r, p), pg(gate, r, p, k), r < H - 1 ? py(r + 1, p, k) : nullptr,
-                    py(r, p, k));
+    for (int64_t r = H - 1; r >= 0; --r) {
+      const T* xp = x + img_x + r * W * C;
+      const T* gp = gate + img_g + r * W * G + k * C;
+      T* yp = y + img_g + r * W * G + k * C;
+      for (int64_t p = 0; p < W; ++p, xp += C, gp += G, yp += G)
+        ForwardStep(kCC > 0 ? kCC : cc, xp, gp, r < H - 1 ? yp + W * G : nullptr, yp);
+    }
   }
 }
 
@@ -232,48 +277,91 @@ void ForwardSweeps(const RecurrenceGeometry& g, const SlotsByDirection& sd, int6
 // forward's down sweep (their gradients flow against their scans), then rows
 // downwards for bottom_to_top. dx is written by the first contribution and
 // accumulated by the others, all within one task.
-template <typename T>
+template <int kCC, typename T>
 void BackwardSweeps(const RecurrenceGeometry& g, const SlotsByDirection& sd, int64_t n,
                     int64_t c0, int64_t c1, const T* x, const T* gate, const T* y,
                     const T* dy, T* dx, T* dgate, std::vector<typename AccOf<T>::type>* buf) {
   using A = typename AccOf<T>::type;
   const int64_t C = g.c, W = g.w, H = g.h, G = g.slots() * C, cc = c1 - c0;
-  auto ox = [&](int64_t r, int64_t p) { return ((n * H + r) * W + p) * C + c0; };
-  auto og = [&](int64_t r, int64_t p, int k) { return ((n * H + r) * W + p) * G + k * C + c0; };
+  const int64_t img_x = n * H * W * C + c0, img_g = n * H * W * G + c0;
   buf->assign(cc + W * cc, A(0));
   A* carry_h = buf->data();
   A* carry_v = buf->data() + cc;  // one carry per column for the vertical scan
-  auto step = [&](bool acc, int64_t r, int64_t p, int k, const T* hp, A* carry) {
-    BackwardStep(cc, acc, x + ox(r, p), gate + og(r, p, k), dy + og(r, p, k), hp, dx + ox(r, p),
-                 dgate + og(r, p, k), carry);
+  // A vertical step over a whole row: W independent columns, history in the
+  // neighbouring row (`hist`: element offset to it, 0 for none).
+  auto vertical_row = [&](auto acc_tag, int64_t r, int k, int64_t hist) {
+    constexpr bool kAcc = decltype(acc_tag)::value;
+    const int64_t ox0 = img_x + r * W * C, og0 = img_g + r * W * G + k * C;
+    for (int64_t p = 0; p < W; ++p) {
+      const int64_t ox = ox0 + p * C, og = og0 + p * G;
+      if (hist != 0) {
+        BackwardStepImpl<T, kAcc, true>(kCC > 0 ? kCC : cc, x + ox, gate + og, dy + og,
+                                        y + og + hist, dx + ox, dgate + og, carry_v + p * cc);
+      } else {
+        BackwardStepImpl<T, kAcc, false>(kCC > 0 ? kCC : cc, x + ox, gate + og, dy + og,
+                                         nullptr, dx + ox, dgate + og, carry_v + p * cc);
+      }
+    }
   };
+  using False = std::false_type;
+  using True = std::true_type;
   if (sd.down_sweep()) {
     for (int64_t r = H - 1; r >= 0; --r) {
+      const int64_t ox = img_x + r * W * C, og = img_g + r * W * G;
       bool acc = false;
       if (int k = sd.k[kLeftToRight]; k >= 0) {
         std::fill(carry_h, carry_h + cc, A(0));
-        for (int64_t p = W - 1; p >= 0; --p)
-          step(acc, r, p, k, p > 0 ? y + og(r, p - 1, k) : nullptr, carry_h);
+        BackwardLine<kCC, false>(cc, W, x + ox, dx + ox, C, gate + og + k * C, dy + og + k * C,
+                                 dgate + og + k * C, y + og + k * C, G, carry_h, 0);
         acc = true;
       }
       if (int k = sd.k[kRightToLeft]; k >= 0) {
         std::fill(carry_h, carry_h + cc, A(0));
-        for (int64_t p = 0; p < W; ++p)
-          step(acc, r, p, k, p < W - 1 ? y + og(r, p + 1, k) : nullptr, carry_h);
+        const int64_t lx = ox + (W - 1) * C, lg = og + (W - 1) * G + k * C;
+        if (acc) {
+          BackwardLine<kCC, true>(cc, W, x + lx, dx + lx, -C, gate + lg, dy + lg, dgate + lg,
+                                  y + lg, -G, carry_h, 0);
+        } else {
+          BackwardLine<kCC, false>(cc, W, x + lx, dx + lx, -C, gate + lg, dy + lg, dgate + lg,
+                                   y + lg, -G, carry_h, 0);
+        }
         acc = true;
       }
-      if (int k = sd.k[kTopToBottom]; k >= 0)
-        for (int64_t p = 0; p < W; ++p)
-          step(acc, r, p, k, r > 0 ? y + og(r - 1, p, k) : nullptr, carry_v + p * cc);
+      if (int k = sd.k[kTopToBottom]; k >= 0) {
+        const int64_t hist = r > 0 ? -W * G : 0;
+        if (acc) vertical_row(True(), r, k, hist); else vertical_row(False(), r, k, hist);
+      }
     }
   }
   if (int k = sd.k[kBottomToTop]; k >= 0) {
     std::fill(carry_v, carry_v + W * cc, A(0));
-    const bool acc = sd.down_sweep();
-    for (int64_t r = 0; r < H; ++r)
-      for (int64_t p = 0; p < W; ++p)
-        step(acc, r, p, k, r < H - 1 ? y + og(r + 1, p, k) : nullptr, carry_v + p * cc);
+    for (int64_t r = 0; r < H; ++r) {
+      const int64_t hist = r < H - 1 ? W * G : 0;
+      if (sd.down_sweep()) vertical_row(True(), r, k, hist); else vertical_row(False(), r, k, hist);
+    }
   }
+}
+
+// Runs one channel-group task, with the channel count fixed at compile time
+// for full groups.
+template <typename T>
+void ForwardTask(const RecurrenceGeometry& g, const SlotsByDirection& sd, int64_t n, int64_t c0,
+                 int64_t c1, const T* x, const T* gate, T* y) {
+  if (c1 - c0 == ChannelGroup<T>())
+    ForwardSweeps<static_cast<int>(ChannelGroup<T>())>(g, sd, n, c0, c1, x, gate, y);
+  else
+    ForwardSweeps<0>(g, sd, n, c0, c1, x, gate, y);
+}
+
+template <typename T>
+void BackwardTask(const RecurrenceGeometry& g, const SlotsByDirection& sd, int64_t n,
+                  int64_t c0, int64_t c1, const T* x, const T* gate, const T* y, const T* dy,
+                  T* dx, T* dgate, std::vector<typename AccOf<T>::type>* buf) {
+  if (c1 - c0 == ChannelGroup<T>())
+    BackwardSweeps<static_cast<int>(ChannelGroup<T>())>(g, sd, n, c0, c1, x, gate, y, dy, dx,
+                                                        dgate, buf);
+  else
+    BackwardSweeps<0>(g, sd, n, c0, c1, x, gate, y, dy, dx, dgate, buf);
 }
 
 // Cost hints for Eigen's ParallelFor: bytes moved and cycles per unit of work.
@@ -295,8 +383,7 @@ struct GatedRecurrenceForward<CPUDevice, T> {
                     [&](Eigen::Index begin, Eigen::Index end) {
                       for (Eigen::Index u = begin; u < end; ++u) {
                         const int64_t c0 = (u % groups) * cg;
-                        ForwardSweeps(g, sd, u / groups, c0, std::min(g.c, c0 + cg), x, gate,
-                                      y);
+                        ForwardTask(g, sd, u / groups, c0, std::min(g.c, c0 + cg), x, gate, y);
                       }
                     });
       return absl::OkStatus();
@@ -337,8 +424,8 @@ struct GatedRecurrenceBackward<CPUDevice, T> {
                       std::vector<typename AccOf<T>::type> buf;
                       for (Eigen::Index u = begin; u < end; ++u) {
                         const int64_t c0 = (u % groups) * cg;
-                        BackwardSweeps(g, sd, u / groups, c0, std::min(g.c, c0 + cg), x, gate,
-                                       y, dy, dx, dgate, &buf);
+                        BackwardTask(g, sd, u / groups, c0, std::min(g.c, c0 + cg), x, gate,
+                                     y, dy, dx, dgate, &buf);
                       }
                     });
       return absl::OkStatus();
