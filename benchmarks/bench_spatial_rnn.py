@@ -134,7 +134,7 @@ def main(argv=None):
         mb = (x.numpy().nbytes + 2 * g.numpy().nbytes) / 2**20
         print(f"\nspatial_rnn x={list(shape)} gates={[n, h, w, 4 * c]} ({mb:.0f} MB in+out fwd)")
         print(f"| implementation | forward ms | fwd / floor | fwd+bwd ms | fwd+bwd / floor |"
-              f"{' compiled speed-up (fwd+bwd) |' if comp else ''}")
+              f"{' fwd+bwd / compiled |' if comp else ''}")
         print(f"|---|---:|---:|---:|---:|{'---:|' if comp else ''}")
         for name, f, fb in rows:
             extra = f" {fb / comp[2]:.1f}x |" if comp else ""
