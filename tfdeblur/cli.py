@@ -1,9 +1,11 @@
-"""Command-line tool: ``tfdeblur info | models | deblur``.
+"""Command-line tool: ``tfdeblur info | models | deblur | export``.
 
     tfdeblur info                       # versions, compiled-op status, models
     tfdeblur models                     # the architectures and their sizes
     tfdeblur deblur -m model.keras blurry.png -o sharp.png
     tfdeblur deblur -m model.keras frames/ -o out/ --tile 512
+    tfdeblur export -m model.keras --saved-model exports/svdn/1
+    tfdeblur export -m model.keras --tflite svdn.tflite --size 256x256 --quantize float16
 
 ``deblur`` needs a trained model file (``.keras``); no pretrained weights are
 bundled yet and none are downloaded.
@@ -61,6 +63,50 @@ def _deblur(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    if not args.saved_model and not args.tflite:
+        raise ValueError("nothing to export: give --saved-model DIR and/or --tflite FILE")
+    if args.tflite and args.size is None:
+        raise ValueError("--tflite needs --size HxW (TFLite models have a fixed input size)")
+    if not args.tflite and (args.size is not None or args.quantize is not None):
+        raise ValueError("--size and --quantize apply to --tflite only")
+    if args.saved_model and args.tflite and (
+            os.path.abspath(args.saved_model) == os.path.abspath(args.tflite)):
+        raise ValueError("--saved-model and --tflite must be different paths")
+    for path in (args.saved_model, args.tflite):
+        # Checked before any work, so that one export is not written and the other refused.
+        if path and os.path.lexists(path) and not args.overwrite:
+            raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
+
+    from tfdeblur.export import ExportError, convert_tflite, export_saved_model
+    from tfdeblur.inference import load_model
+
+    model = load_model(args.model)
+    try:
+        if args.saved_model:
+            path = export_saved_model(model, args.saved_model, overwrite=args.overwrite)
+            print(f"wrote SavedModel {path} (signature serving_default: blurry float32 "
+                  f"[N, H, W, C] -> sharp; no tfdeblur ops; inspect with "
+                  f"`saved_model_cli show --dir {path} --all`)")
+        if args.tflite:
+            path = convert_tflite(model, args.tflite, input_size=args.size,
+                                  quantize=args.quantize, overwrite=args.overwrite)
+            print(f"wrote TFLite model {path} ({os.path.getsize(path):,} bytes, input blurry "
+                  f"[1, {args.size[0]}, {args.size[1]}, C], quantize={args.quantize})")
+    except ExportError as e:
+        print(f"tfdeblur export: failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, e.g. 256x256, "
+                                         f"got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfdeblur", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,15 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=4, help="tiles per model call")
     d.add_argument("--suffix", default="", help="added to output file names")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    e = sub.add_parser("export", help="export a trained .keras model for TF Serving "
+                                      "(SavedModel) or TFLite, stock TensorFlow ops only")
+    e.add_argument("-m", "--model", required=True, help="trained model file (.keras)")
+    e.add_argument("--saved-model", metavar="DIR",
+                   help="write a SavedModel folder (any image size; for TF Serving)")
+    e.add_argument("--tflite", metavar="FILE", help="write a .tflite file (needs --size)")
+    e.add_argument("--size", type=_size, metavar="HxW",
+                   help="the TFLite model's fixed input size, e.g. 256x256")
+    e.add_argument("--quantize", choices=["dynamic", "float16"], default=None,
+                   help="TFLite weight quantization (default: float32)")
+    e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"info": _info, "models": _models, "deblur": _deblur}
+    handlers = {"info": _info, "models": _models, "deblur": _deblur, "export": _export}
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"tfdeblur {args.command}: error: {e}", file=sys.stderr)
         return 2
 

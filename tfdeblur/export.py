@@ -329,44 +329,58 @@ def _rebuild_same_ops(model: keras.Model, input_shape) -> keras.Model:
 # ------------------------------------------------------------------ atomic writes
 
 
-def _prepare_destination(path, overwrite: bool, what: str) -> str:
+def _exists_error(path: str, what: str) -> FileExistsError:
+    return FileExistsError(f"{what} {path} already exists (pass overwrite=True to replace it)")
+
+
+def _prepare_destination(path, overwrite: bool, what: str, folder: bool) -> str:
     path = os.path.abspath(os.fspath(path))
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(f"{what} {path} already exists (pass overwrite=True to replace it)")
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
+    if os.path.lexists(path):
+        if not overwrite:
+            raise _exists_error(path, what)
+        if not folder and os.path.isdir(path):
+            raise ValueError(f"path {path} is a folder; the {what} must be a file path")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     return path
 
 
 def _publish(tmp: str, path: str, overwrite: bool, what: str) -> None:
-    """Moves the finished ``tmp`` (same folder) to ``path`` in one rename."""
-    if not os.path.lexists(path):
+    """Moves the finished ``tmp`` (same folder as ``path``) to ``path`` in one rename."""
+    if os.path.isdir(tmp):
+        if not os.path.lexists(path):
+            try:
+                # Fails for a non-empty folder that appeared meanwhile: a
+                # concurrent export is never merged into.
+                os.rename(tmp, path)
+                return
+            except OSError:
+                if not os.path.lexists(path):
+                    raise
+        if not overwrite:
+            raise _exists_error(path, what)
+        # A folder cannot replace another in one step: set the old one aside,
+        # rename the new one in, then delete the old one (restored on failure).
+        old = f"{tmp}.old"
+        os.rename(path, old)
         try:
-            # os.rename onto a directory that appeared meanwhile fails for a
-            # non-empty one: a concurrent export is never merged into.
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
+        _remove(old)
+    elif overwrite:
+        os.replace(tmp, path)
+    else:
+        try:
+            os.link(tmp, path)  # fails if path exists, unlike rename
+        except FileExistsError as e:
+            raise _exists_error(path, what) from e
+        except OSError:  # no hard links on this file system
+            if os.path.lexists(path):
+                raise _exists_error(path, what) from None
             os.rename(tmp, path)
             return
-        except OSError as e:
-            if not os.path.lexists(path):
-                raise
-            if not overwrite:
-                raise FileExistsError(f"{what} {path} already exists (pass overwrite=True to "
-                                      "replace it)") from e
-    if not overwrite:
-        raise FileExistsError(f"{what} {path} already exists (pass overwrite=True to replace it)")
-    if os.path.isfile(tmp) and not os.path.isdir(path):
-        os.replace(tmp, path)
-        return
-    # A directory cannot replace another in one step: set the old one aside,
-    # rename the new one in, then delete the old one (restored on failure).
-    old = f"{tmp}.old"
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    _remove(old)
+        os.unlink(tmp)
 
 
 def _remove(path: str) -> None:
@@ -525,9 +539,9 @@ def export_saved_model(model: keras.Model | str | os.PathLike, path: str | os.Pa
         '/.../exports/svdn/1'
     """
     model = _load_keras(model)
-    path = _prepare_destination(path, overwrite, "SavedModel folder")
-    portable, x, want = _verified_portable(model, input_shape)
     h, w, c = _check_input_shape(input_shape, model)
+    path = _prepare_destination(path, overwrite, "SavedModel folder", folder=True)
+    portable, x, want = _verified_portable(model, (h, w, c))
     what = f"SavedModel export of {model.name!r}"
     tmp = _temp_name(path)
     try:
@@ -706,11 +720,11 @@ def convert_tflite(model_or_saved_model, path: str | os.PathLike, *,
         channels = _channels(keras_model)
         name = keras_model.name
     x = _tflite_test_image(test_image, size, channels)
-    path = _prepare_destination(path, overwrite, "TFLite file")
+    path = _prepare_destination(path, overwrite, "TFLite file", folder=False)
     what = f"TFLite conversion of {name!r} at {size[0]}x{size[1]}"
     batch_shape = (1, *size, channels)
-    with tempfile.TemporaryDirectory(prefix=".tfdeblur-tflite-",
-                                     dir=os.path.dirname(path)) as work:
+    # The intermediate SavedModel is not the output: the system temp folder.
+    with tempfile.TemporaryDirectory(prefix="tfdeblur-tflite-") as work:
         saved = os.path.join(work, "saved_model")
         if keras_model is not None:
             portable, _, _ = _verified_portable(keras_model, (*size, channels))
@@ -764,7 +778,11 @@ def _tflite_test_image(test_image, size: tuple[int, int], channels: int) -> np.n
 
 def _verify_tflite(file: str, x: np.ndarray, want: np.ndarray, quantize: str | None,
                    select_tf_ops: bool, what: str) -> tuple[float, list[str]]:
-    interpreter = _interpreter(file)
+    try:
+        interpreter = _interpreter(file)
+    except (RuntimeError, ValueError) as e:
+        raise ExportError(f"{what}: tf.lite.Interpreter cannot load the converted model: "
+                          f"{e}") from e
     ops = _tflite_ops(interpreter)
     flex = [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
     if flex and not select_tf_ops:
