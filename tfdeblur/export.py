@@ -628,6 +628,9 @@ def _interpreter(model_path: str):
 
 
 def _convert(saved_model_dir: str, quantize: str | None, select_tf_ops: bool) -> bytes:
+    # From a SavedModel, not from_concrete_functions: with Keras 3 models the
+    # latter keeps the weights as uninitialised resource variables (READ_VARIABLE
+    # fails or yields NaN in TF 2.21).
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
                                                          signature_keys=[SIGNATURE_KEY])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

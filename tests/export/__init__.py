@@ -1,0 +1,1 @@
+"""Tests of tfdeblur.export and the export CLI."""
