@@ -229,7 +229,8 @@ def test_export_with_custom_ops_is_rejected_and_leaves_nothing(models, tmp_path,
     written = tmp_path / "raw"
     export._write_saved_model(models["svrnn"], str(written), (None, None, None, 3))
     x = _images(1, 19, 21)
-    with pytest.raises(ExportError, match=r"(?s)process without tfdeblur.*TfDeblur>GatedRecurrence"):
+    loading_fails = r"(?s)process without tfdeblur.*TfDeblur>GatedRecurrence"
+    with pytest.raises(ExportError, match=loading_fails):
         export._verify_without_tfdeblur(str(written), x, np.asarray(models["svrnn"](x)), "svrnn")
 
 
