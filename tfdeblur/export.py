@@ -297,13 +297,15 @@ def _check_close(got: np.ndarray, want: np.ndarray, tolerance: float, what: str)
     return err
 
 
-def _verified_portable(model: keras.Model, input_shape) -> tuple[keras.Model, np.ndarray,
-                                                                  np.ndarray]:
-    """The portable copy, a probe batch and the original model's output on it."""
+def _verified_portable(model: keras.Model, input_shape, x: np.ndarray | None = None
+                       ) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """The portable copy, a test batch (``x`` or a probe) and the original's output on it."""
     h, w, c = _check_input_shape(input_shape, model)
     portable = portable_model(model, (h, w, c))
-    ph, pw = _probe_size(model, h, w)
-    x = _probe_images(2, ph, pw, c)
+    if x is None:
+        ph, pw = _probe_size(model, h, w)
+        x = _probe_images(2, ph, pw, c)
+    ph, pw = x.shape[1:3]
     model_h, model_w = model.inputs[0].shape[1:3]
     if (model_h not in (None, ph)) or (model_w not in (None, pw)):
         # The original was built for another fixed size: its own weights in a
@@ -510,11 +512,16 @@ def export_saved_model(model: keras.Model | str | os.PathLike, path: str | os.Pa
     The model's run-time checks stay in the graph: images smaller than the
     model's minimum and NaN/Inf values fail with an ``InvalidArgumentError``.
 
-    Inspect an export with TensorFlow's command-line tool::
+    Inspect an export with TensorFlow's command-line tool (signature, input
+    ``blurry`` DT_FLOAT ``(-1, -1, -1, 3)``, output ``sharp``, the op list)
+    and run it on a float32 ``.npy`` batch::
 
         saved_model_cli show --dir PATH --all
         saved_model_cli run --dir PATH --tag_set serve \\
-            --signature_def serving_default --input_exprs 'blurry=np.random.rand(1,64,64,3)'
+            --signature_def serving_default --inputs blurry=blurry.npy --outdir out/
+
+    TF Serving expects numbered version folders: export to ``models/NAME/1``
+    and serve ``models/NAME``.
 
     Args:
         model: a tfdeblur network (``keras.Model``) or the path of a ``.keras``
@@ -614,7 +621,7 @@ def _write_static_saved_model(source: _SavedModelSource, directory: str,
 
 def _tflite_ops(interpreter) -> list[str]:
     # No public API lists a TFLite model's ops; this private one has been
-    # stable since TF 2.4 and is only used for the report.
+    # stable since TF 2.4 (used to spot Flex ops and for the log).
     try:
         return sorted({d["op_name"] for d in interpreter._get_ops_details()})
     except Exception:  # noqa: BLE001
@@ -730,11 +737,14 @@ def convert_tflite(model_or_saved_model, path: str | os.PathLike, *,
     with tempfile.TemporaryDirectory(prefix="tfdeblur-tflite-") as work:
         saved = os.path.join(work, "saved_model")
         if keras_model is not None:
-            portable, _, _ = _verified_portable(keras_model, (*size, channels))
-            want = np.asarray(_image_output(keras_model, x))
+            portable, _, want = _verified_portable(keras_model, (*size, channels), x)
             _write_saved_model(portable, saved, batch_shape)
         else:
-            want = np.asarray(source(x))
+            try:
+                want = np.asarray(source(x))
+            except tf.errors.InvalidArgumentError as e:
+                raise ValueError(f"input_size {size}: the SavedModel {source.path} rejects "
+                                 f"this size: {e.message.strip()}") from e
             _write_static_saved_model(source, saved, batch_shape)
         flat = _convert(saved, quantize, select_tf_ops)
         tmp = _temp_name(path, ".tflite")

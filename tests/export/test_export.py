@@ -303,6 +303,14 @@ def test_tflite_bad_arguments(models, tmp_path, kwargs, match):
     assert os.listdir(tmp_path) == []
 
 
+def test_tflite_from_saved_model_bad_sizes(saved_models, tmp_path):
+    with pytest.raises(ValueError, match="does not match the SavedModel's fixed width 24"):
+        convert_tflite(saved_models["lmfn"], tmp_path / "x.tflite", input_size=(32, 32))
+    with pytest.raises(ValueError, match=r"(?s)rejects this size.*at least 17"):
+        convert_tflite(saved_models["lmfn"], tmp_path / "x.tflite", input_size=(16, 24))
+    assert os.listdir(tmp_path) == []
+
+
 def test_bad_model_arguments(tmp_path):
     with pytest.raises(ValueError, match="model must be a keras.Model or the path"):
         export_saved_model(object(), tmp_path / "x")
