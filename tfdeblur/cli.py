@@ -86,15 +86,17 @@ def _export(args) -> int:
     model = load_model(args.model)
     try:
         if args.saved_model:
-            path = export_saved_model(model, args.saved_model, overwrite=args.overwrite)
+            path = export_saved_model(model, args.saved_model, input_shape=(None, None, None),
+                                      overwrite=args.overwrite)
             print(f"wrote SavedModel {path} (signature serving_default: blurry float32 "
-                  f"[N, H, W, C] -> sharp; no tfdeblur ops; inspect with "
+                  f"[N, H, W, {model.input_shape[-1]}] -> sharp; no tfdeblur ops; inspect with "
                   f"`saved_model_cli show --dir {path} --all`)")
         if args.tflite:
             path = convert_tflite(model, args.tflite, input_size=args.size,
                                   quantize=args.quantize, overwrite=args.overwrite)
             print(f"wrote TFLite model {path} ({os.path.getsize(path):,} bytes, input blurry "
-                  f"[1, {args.size[0]}, {args.size[1]}, C], quantize={args.quantize})")
+                  f"[1, {args.size[0]}, {args.size[1]}, {model.input_shape[-1]}], "
+                  f"quantize={args.quantize})")
     except ExportError as e:
         print(f"tfdeblur export: failed: {e}", file=sys.stderr)
         return 1

@@ -348,7 +348,7 @@ def test_cli_export(tmp_path, capsys, monkeypatch):
                         lambda m, path, **kw: calls.append((m.name, path, kw)) or str(path))
     sm = str(tmp_path / "sm")
     assert main(["export", "-m", str(model_path), "--saved-model", sm, "--overwrite"]) == 0
-    assert calls == [("svrnn", sm, {"overwrite": True})]
+    assert calls == [("svrnn", sm, {"input_shape": (None, None, None), "overwrite": True})]
     assert f"saved_model_cli show --dir {sm} --all" in capsys.readouterr().out
 
 
