@@ -314,6 +314,9 @@ def test_tflite_from_saved_model_bad_sizes(saved_models, tmp_path):
 def test_bad_model_arguments(tmp_path):
     with pytest.raises(ValueError, match="model must be a keras.Model or the path"):
         export_saved_model(object(), tmp_path / "x")
+    grey = tfdeblur.models.build("lmfn", **TINY["lmfn"], input_shape=(None, None, 1))
+    with pytest.raises(ValueError, match="input_shape must have the model's 1 channels"):
+        export_saved_model(grey, tmp_path / "x")  # the default (None, None, 3)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         convert_tflite(tmp_path / "missing.keras", tmp_path / "x.tflite", input_size=(32, 32))
 
