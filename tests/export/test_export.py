@@ -138,6 +138,11 @@ def test_saved_models_have_no_custom_ops_and_run_without_tfdeblur(models, saved_
         ops = export.saved_model_op_types(path)
         assert "Conv2D" in ops, name  # the scan does see the graph
         assert not [op for op in ops if op.startswith("TfDeblur>")], (name, sorted(ops))
+        # Each weight stored once (keras.export.ExportArchive writes them twice).
+        stored = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+        sizes = [int(np.prod(s)) for k, s in stored.get_variable_to_shape_map().items()
+                 if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+        assert sum(sizes) == models[name].count_params(), name
         if compiled_available() and name != "lmfn":
             # The compiled op was really replaced, not absent from the start.
             assert any(op.startswith("TfDeblur>") for op in _graph_ops(models[name])), name
