@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from tfdeblur import _tensor_checks as checks
+from tfdeblur.layers._empty_batch import pad_empty_batch
 
 __all__ = [
     "PerceptualLoss",
@@ -272,8 +273,9 @@ class PerceptualLoss(_Loss):
         checks.check_last_dim(y_true, 3, "y_true", "an RGB image batch [N, H, W, 3]", self.name)
         with tf.control_dependencies(self._check_size(y_pred, self.name)):
             n = tf.shape(y_pred)[0]
-            both = self.features(tf.concat([y_pred, y_true], axis=0))
-        f_pred, f_true = both[:n], tf.stop_gradient(both[n:])
+            # One zero item for an empty batch: oneDNN's conv mishandles batch 0.
+            both = self.features(pad_empty_batch(tf.concat([y_pred, y_true], axis=0)))
+        f_pred, f_true = both[:n], tf.stop_gradient(both[n:2 * n])
         scale = NORMALIZATIONS[self.normalization]
         value = scale * tf.reduce_mean(tf.square(f_pred - f_true), axis=[1, 2, 3])
         return tf.cast(value, self.dtype)
