@@ -346,10 +346,15 @@ def flow_to_feature_resolution(flow, stride: int = SVDN_FEATURE_STRIDE) -> tf.Te
                          f"pairs), got shape {flow.shape}")
     if stride == 1:
         return flow
-    # SAME average pooling with stride = window: blocks never overlap, and a
-    # block cut by the border is averaged over the pixels it has.
-    pooled = tf.nn.avg_pool2d(flow, stride, stride, "SAME")
-    return pooled / tf.cast(stride, flow.dtype)
+    # Blocks start at the top-left corner (TensorFlow's SAME pooling would
+    # pad the top for some sizes and strides): pad the bottom/right with
+    # zeros and divide each block's sum by its count of real pixels.
+    s = [d if d is not None else tf.shape(flow)[i] for i, d in enumerate(flow.shape)]
+    pad = [[0, 0], [0, (-s[1]) % stride], [0, (-s[2]) % stride], [0, 0]]
+    sums = tf.nn.avg_pool2d(tf.pad(flow, pad), stride, stride, "VALID")
+    counts = tf.nn.avg_pool2d(tf.pad(tf.ones(tf.stack([1, s[1], s[2], 1]), flow.dtype), pad),
+                              stride, stride, "VALID")
+    return sums / (counts * tf.cast(stride, flow.dtype))
 
 
 def point_to_segment_distance(points, segment_end) -> tf.Tensor:
@@ -508,7 +513,7 @@ class PositionLoss(_Loss):
     def call(self, y_true, y_pred):
         d = _guidance_distance(y_pred, y_true, self.feature_stride, self.name,
                                ("y_pred (positions)", "y_true (flow)"))
-        return tf.reduce_mean(tf.nn.relu(d - tf.cast(self.margin, d.dtype)), axis=[1, 2, 3])
+        return tf.reduce_mean(tf.nn.relu(d - tf.constant(self.margin, d.dtype)), axis=[1, 2, 3])
 
     def get_config(self) -> dict:
         return {**super().get_config(), "margin": self.margin,
