@@ -474,8 +474,9 @@ class PositionLoss(_Loss):
     the margin (same gradients); the hinge makes the loss 0 when every point
     is within the margin. The paper gives no value for M: the default, 1
     feature pixel (2 image pixels), tolerates DIS's flow error and the
-    half-pixel offset between SVDN's stride-2 features and the 2x2 blocks
-    the flow is averaged over.
+    small misalignment of the averaged flow (SVDN's stride-2 3x3 conv
+    centres feature pixel i on image row 2i + 1, the 2x2 block it is given
+    the flow of on 2i + 0.5).
 
     ``y_true`` is the data pipeline's full-resolution bidirectional flow
     (``tfdeblur.data.paired_dataset(..., with_flow=True)``, ``(dx, dy)`` to
