@@ -88,8 +88,9 @@ class _Loss(keras.losses.Loss):
         for value, name in ((y_true, self._names[0]), (y_pred, self._names[1])):
             for leaf in keras.tree.flatten(value):
                 if not checks.is_float(leaf):
-                    raise ValueError(f"{self.name}: {name} must be floating point (images in "
-                                     f"[0, 1]), got dtype {checks.dtype_name(leaf)}")
+                    raise ValueError(f"{self.name}: {name} must be floating point (images "
+                                     f"in [0, 1]; scale 8-bit images by 1/255), got dtype "
+                                     f"{checks.dtype_name(leaf)}")
         loss = super().__call__(y_true, y_pred, sample_weight)
         if self.reduction not in (None, "none") and loss.shape.rank:
             # Keras returns the unreduced (empty) values for a static batch of 0.
