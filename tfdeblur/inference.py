@@ -28,7 +28,9 @@ def load_model(path: str | os.PathLike) -> keras.Model:
         ValueError: naming ``path`` when it is not a loadable Keras model.
     """
     import tfdeblur.layers  # noqa: F401 - registers the package's layers
-    import tfdeblur.models  # noqa: F401
+    import tfdeblur.models
+
+    tfdeblur.models.available()  # imports every network module: registers their layers
 
     path = os.fspath(path)
     if not os.path.exists(path):

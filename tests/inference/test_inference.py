@@ -102,3 +102,23 @@ def test_info_command(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "compiled ops:" in out and "lmfn" in out and "svrnn" in out and "svdn" in out
+
+
+def test_load_model_in_a_fresh_process(tmp_path):
+    # A fresh interpreter knows none of the package's layers until load_model
+    # registers them (the networks' padding layers live in tfdeblur.models).
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tfdeblur import models
+
+    path = tmp_path / "lmfn.keras"
+    models.build("lmfn", width=8, num_blocks=2).save(path)
+    code = ("import numpy as np; from tfdeblur.inference import load_model, deblur_image; "
+            f"m = load_model({str(path)!r}); "
+            "print(deblur_image(m, np.full((20, 23, 3), 0.5, np.float32)).shape)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(20, 23, 3)" in out.stdout

@@ -150,5 +150,5 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     out = PixelShuffle(2, name="pixel_shuffle")(d)
     if global_residual:
         out = keras.layers.Add(name="global_residual")([x, out])
-    out = CropTo(name="crop")([out, inputs])
+    out = CropTo(name="sharp")([out, inputs])
     return DeblurModel(inputs, out, name=name)

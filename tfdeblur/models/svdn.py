@@ -157,7 +157,7 @@ def svdn(width: int = 64,
     features, positions = neck if return_positions else (neck, None)
     residual = ReconstructionHead(head_width, channels, name="head")(features)
     sharp = keras.layers.Add(name="global_skip")([x, residual])
-    sharp = CropTo(name="crop")([sharp, image])
+    sharp = CropTo(name="sharp")([sharp, image])
     if return_positions:
         positions = TakeBatchOf(name="positions")([positions, image])
         return DeblurModel(image, [sharp, positions], name=name)

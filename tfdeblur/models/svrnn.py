@@ -136,7 +136,7 @@ def svrnn(width: int = 32,
     y = BilinearUpsampling2x(name="resize1")(y)
     y = keras.layers.Concatenate(name="concat_conv1")([conv1, y])
     y = conv(channels, 5, name="conv22")(y)
-    out = CropTo(name="crop")([y, image])
+    out = CropTo(name="sharp")([y, image])
     model = DeblurModel(image, out, name=name)
 
     if vgg16_weights is not None:

@@ -21,19 +21,21 @@ from tfdeblur.layers.svrnn_blocks import _ENCODER, VGG16_ENCODER_LAYERS, WeightG
 VGG16_BGR_MEAN = np.array([103.939, 116.779, 123.68])
 
 
-def load_vgg16_convs(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Kernels and biases of VGG16's first nine convolutions from a local file.
+def load_vgg16(path: str | os.PathLike) -> keras.Model:
+    """Keras's VGG16 without the dense top, with its weights read from a local file.
 
     Args:
         path: a Keras VGG16 weights file without the dense top (what
             ``keras.applications.VGG16(include_top=False).load_weights``
-            reads, e.g. ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``).
+            reads, e.g. ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``
+            or a ``.weights.h5`` saved from that model).
 
     Returns:
-        Nine ``(kernel [3, 3, Cin, Cout], bias [Cout])`` pairs, block1_conv1
-        to block4_conv2.
+        ``keras.applications.VGG16(include_top=False)`` for any input size
+        (``input_shape=(None, None, 3)``).
 
     Raises:
+        TypeError: ``path`` is not a path.
         FileNotFoundError: ``path`` does not name a file.
         ValueError: the file is not a Keras VGG16 weights file.
     """
@@ -44,11 +46,29 @@ def load_vgg16_convs(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarr
         raise FileNotFoundError(f"vgg16_weights: no file at {path!r} (weights are never "
                                 "downloaded: give the path of a local Keras VGG16 weights file)")
     try:
-        vgg = keras.applications.VGG16(weights=path, include_top=False,
-                                       input_shape=(None, None, 3))
+        return keras.applications.VGG16(weights=path, include_top=False,
+                                        input_shape=(None, None, 3))
     except Exception as e:  # Keras raises several types for a foreign file
         raise ValueError(f"vgg16_weights: could not load {path!r} into Keras's VGG16 without "
                          f"top (include_top=False): {type(e).__name__}: {e}") from e
+
+
+def load_vgg16_convs(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Kernels and biases of VGG16's first nine convolutions from a local file.
+
+    Args:
+        path: a Keras VGG16 weights file without the dense top (see
+            :func:`load_vgg16`).
+
+    Returns:
+        Nine ``(kernel [3, 3, Cin, Cout], bias [Cout])`` pairs, block1_conv1
+        to block4_conv2.
+
+    Raises:
+        FileNotFoundError: ``path`` does not name a file.
+        ValueError: the file is not a Keras VGG16 weights file.
+    """
+    vgg = load_vgg16(path)
     return [tuple(np.asarray(w) for w in vgg.get_layer(n).get_weights())
             for n in VGG16_ENCODER_LAYERS]
 
