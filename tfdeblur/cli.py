@@ -78,11 +78,9 @@ def _export(args) -> int:
         if path and os.path.lexists(path) and not args.overwrite:
             raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
 
-    import tfdeblur.models
     from tfdeblur.export import ExportError, convert_tflite, export_saved_model
     from tfdeblur.inference import load_model
 
-    tfdeblur.models.available()  # registers every network's layers (PadToMultiple, ...)
     model = load_model(args.model)
     try:
         if args.saved_model:

@@ -91,12 +91,8 @@ def _load_keras(model) -> keras.Model:
     if isinstance(model, keras.Model):
         return model
     if isinstance(model, (str, os.PathLike)):
-        import tfdeblur.models
         from tfdeblur.inference import load_model
 
-        # Imports every network module, which registers the layers they define
-        # (PadToMultiple, CropTo, TakeBatchOf); load_model alone does not.
-        tfdeblur.models.available()
         return load_model(model)
     raise ValueError(f"model must be a keras.Model or the path of a .keras file, "
                      f"got {type(model).__name__}")
