@@ -32,11 +32,6 @@ TFLITE_SIZES = {"svrnn": (20, 36), "svdn": (17, 30), "lmfn": (24, 40)}
 # Blocker outside this module (see docs/export_readme_section.md): the portable
 # deformable convolution slices a 6-D tensor, which TFLite's STRIDED_SLICE kernel
 # rejects when the interpreter prepares the model (it supports at most 5-D).
-SVDN_TFLITE_BLOCKED = pytest.mark.xfail(
-    strict=True, raises=ExportError,
-    reason="tfdeblur/ops/deform_conv.py _positions: off[..., 0] / off[..., 1] on the 6-D "
-           "[N, Ho, Wo, G, K, 2] offsets become 6-D STRIDED_SLICEs, which TFLite cannot run")
-
 
 def _build(name: str, **kw) -> keras.Model:
     keras.utils.set_random_seed(1)
@@ -173,7 +168,7 @@ def test_saved_models_have_no_custom_ops_and_run_without_tfdeblur(models, saved_
 
 
 @pytest.mark.parametrize("name", [
-    "svrnn", pytest.param("svdn", marks=SVDN_TFLITE_BLOCKED), "lmfn"])
+    "svrnn", "svdn", "lmfn"])
 def test_tflite_builtins_only_matches_keras(models, tmp_path, name):
     model = models[name]
     h, w = TFLITE_SIZES[name]

@@ -198,11 +198,14 @@ def _positions(offset, geo: _Geometry, h, w):
     dtype = _position_dtype(offset.dtype)
     ho, pad_top = geo.rows(h)
     wo, pad_left = geo.cols(w)
-    os_ = tf.shape(offset)
-    off = tf.reshape(tf.cast(offset, dtype), tf.stack([os_[0], os_[1], os_[2], geo.dg,
-                                                       geo.taps, 2]))
+    off = tf.cast(offset, dtype)
+    os_ = tf.shape(off)
+    # (dy, dx) interleaved per tap: strided channel slices of the 4-D tensor,
+    # as TFLite's STRIDED_SLICE runs on at most 5-D tensors.
+    shape = tf.stack([os_[0], os_[1], os_[2], geo.dg, geo.taps])
     rows, cols = _grid(geo, ho, wo, pad_top, pad_left, dtype)
-    return rows[None] + off[..., 0], cols[None] + off[..., 1]
+    return (rows[None] + tf.reshape(off[..., 0::2], shape),
+            cols[None] + tf.reshape(off[..., 1::2], shape))
 
 
 def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
