@@ -207,7 +207,8 @@ class CSVLog(keras.callbacks.Callback):
 
 def _current_learning_rate(model) -> str:
     try:
-        return f"{float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):.6g}"
+        lr = model.optimizer.learning_rate
+        return f"{float(lr.numpy() if hasattr(lr, 'numpy') else lr):.6g}"
     except (AttributeError, TypeError, ValueError):
         return ""
 

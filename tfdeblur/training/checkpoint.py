@@ -96,7 +96,7 @@ def write_checkpoint(path: str, model: keras.Model, state: TrainingState) -> Non
     for group, variables in groups.items():
         described[group] = []
         for i, v in enumerate(variables):
-            arrays[f"{group}/{i:06d}"] = np.asarray(keras.ops.convert_to_numpy(v))
+            arrays[f"{group}/{i:06d}"] = np.asarray(v.numpy())
             described[group].append(_describe(v))
     meta = {"format": FORMAT_VERSION, "step": int(state.step), "epoch": int(state.epoch),
             "best": state.best, "best_step": state.best_step, "extra": state.extra,

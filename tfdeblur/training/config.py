@@ -48,8 +48,11 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   validation log key such as ``val_gopro_psnr``, for ``best.keras``),
   ``validate_at_start``, ``jit_compile``, ``verbose``.
 
-Relative paths are resolved against the working directory when the
-configuration is loaded, and the run folder keeps the resolved copy.
+``vars`` holds named values that other strings use as ``${name}`` (a path
+given once for the training and the validation set); ``--override
+vars.gopro=/data/GOPRO_Large`` then sets both. Relative paths are resolved
+against the working directory when the configuration is loaded, and the run
+folder keeps the resolved copy.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -381,8 +385,31 @@ def _train_section(d) -> dict:
     return out
 
 
-_TOP_KEYS = ("name", "description", "seed", "model", "loss", "metrics", "optimizer", "data",
-             "train")
+_TOP_KEYS = ("name", "description", "vars", "seed", "model", "loss", "metrics", "optimizer",
+             "data", "train")
+_VAR = re.compile(r"\$\{([^}]*)\}")
+
+
+def _substitute(value, variables: Mapping[str, Any], key: str = ""):
+    """``value`` with every ``${name}`` replaced by ``variables[name]``.
+
+    A string that is exactly ``${name}`` takes the variable's value and type.
+    """
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, variables, f"{key}.{k}" if key else str(k))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, variables, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    for name in _VAR.findall(value):
+        if name not in variables:
+            raise _fail(key, f"uses ${{{name}}} but 'vars' defines no {name!r} "
+                        f"(defined: {sorted(variables)})")
+    whole = _VAR.fullmatch(value)
+    if whole:
+        return variables[whole.group(1)]
+    return _VAR.sub(lambda m: str(variables[m.group(1)]), value)
 
 
 def resolve_config(raw: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> dict:
@@ -404,7 +431,15 @@ def resolve_config(raw: Mapping[str, Any], base_dir: str | os.PathLike | None = 
     raw = copy.deepcopy(dict(raw))
     base = os.path.abspath(os.fspath(base_dir) if base_dir is not None else os.getcwd())
     _unknown("", raw, _TOP_KEYS)
-    holes = _required_placeholders(raw)
+    variables = check_mapping("vars", raw.get("vars", {}))
+    for name, v in variables.items():
+        if not name.isidentifier():
+            raise _fail(f"vars.{name}", "variable names must be identifiers")
+        if not (isinstance(v, str) or _is_number(v) or v is None):
+            raise _fail(f"vars.{name}", f"must be a string or a number, got {v!r}")
+    # Report a placeholder under the variable that holds it, not where it is used.
+    holes = _required_placeholders({"vars": variables}) or _required_placeholders(raw)
+    raw = {k: (v if k == "vars" else _substitute(v, variables, k)) for k, v in raw.items()}
     if holes:
         key, text = holes[0]
         more = f" (also: {', '.join(k for k, _ in holes[1:])})" if len(holes) > 1 else ""
@@ -418,6 +453,7 @@ def resolve_config(raw: Mapping[str, Any], base_dir: str | os.PathLike | None = 
     cfg["description"] = raw.get("description", "")
     if not isinstance(cfg["description"], str):
         raise _fail("description", f"must be a string, got {cfg['description']!r}")
+    cfg["vars"] = variables
     cfg["seed"] = check_int("seed", raw.get("seed", 0), 0)
     cfg["train"] = _train_section(raw["train"])
     cfg["model"] = _model_section(raw["model"], base)
