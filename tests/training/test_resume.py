@@ -192,6 +192,28 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_refuses_another_config(
         train(None, str(tmp_path / "empty"), printer=None)
 
 
+def test_interrupt_saves_the_step_reached(tiny_raw, tmp_path, monkeypatch):
+    from tfdeblur.training import callbacks
+
+    original = callbacks.ResumableCheckpoint.on_train_batch_end
+
+    def interrupted_at_3(self, batch, logs=None):
+        original(self, batch, logs)
+        if self.state.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.ResumableCheckpoint, "on_train_batch_end", interrupted_at_3)
+    raw = copy.deepcopy(tiny_raw)
+    raw["train"].update(steps=8, steps_per_epoch=4, checkpoint_every=100,
+                        validate_at_start=False)
+    run = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_config(raw), run, printer=None)
+    assert [s for s, _ in list_checkpoints(os.path.join(run, "checkpoints"))] == [3]
+    model, _, state, _ = prepare(resolve_config(raw), run, printer=None)
+    assert state.step == 3 and int(model.optimizer.iterations.numpy()) == 3
+
+
 def test_a_busy_run_folder_is_refused(tiny_raw, tmp_path):
     run = str(tmp_path / "run")
     os.makedirs(run)
@@ -242,5 +264,7 @@ def test_script_errors_name_the_key(tiny_raw, tmp_path, capsys):
     assert f"'data.validation.pairs.root': {missing} does not exist" in capsys.readouterr().err
     assert main(["--run-dir", run]) == 2
     assert "has no config.json" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="neither a file nor a config"):
-        main(["--config", "no_such_recipe", "--run-dir", run])
+    assert main(["--config", "no_such_recipe", "--run-dir", run]) == 2
+    err = capsys.readouterr().err
+    assert "'no_such_recipe' is neither a file nor a named config" in err
+    assert "lmfn_cpu_small" in err

@@ -287,6 +287,25 @@ def prepare(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None =
     return model, manager, state, path
 
 
+def _save_on_interrupt(model, manager: CheckpointManager, state: TrainingState, spe: int,
+                       start_step: int, say: Callable) -> None:
+    """Checkpoints the step reached when Ctrl-C or SIGTERM stops training mid-epoch.
+
+    The optimizer's step count is the truth (the interrupt may land between a
+    step and the callback that counts it). At an epoch boundary nothing is
+    written: either the epoch-end checkpoint exists, or the epoch's
+    validation and log row have not happened and the previous checkpoint
+    replays its last steps.
+    """
+    step = int(model.optimizer.iterations.numpy())
+    newest = manager.checkpoints()
+    if step <= start_step or step % spe == 0 or (newest and newest[0][0] == step):
+        return
+    state.step = step
+    path = manager.save(model, state)
+    say(f"interrupted at step {step}: saved {path}")
+
+
 def train(cfg: dict | None, run_dir: str | os.PathLike, *,
           printer: Callable | None = print) -> RunResult:
     """Trains (or resumes training) as ``cfg`` says, writing everything into ``run_dir``.
@@ -306,6 +325,8 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
             configuration.
         RuntimeError: the loss became NaN or infinite (the last good
             checkpoint is kept).
+        KeyboardInterrupt: after saving a checkpoint of the step reached
+            (``training/train.py`` turns SIGTERM into one too).
     """
     run_dir = os.path.abspath(os.fspath(run_dir))
     os.makedirs(run_dir, exist_ok=True)
@@ -364,21 +385,26 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
         say(f"training {cfg['name']}: steps {start_step} -> {total} "
             f"({spe} per epoch, checkpoint every {tcfg['checkpoint_every']}) in {run_dir}")
         last_logs: dict = {}
-        for initial_epoch, epochs, steps in fit_plan(start_step, total, spe):
-            if initial_epoch * spe != state.step:
-                say(f"epoch {initial_epoch + 1}/{total_epochs}: resuming at step {state.step}, "
-                    f"{steps} steps left in it")
-            history = model.fit(training_dataset(cfg, state.step), initial_epoch=initial_epoch,
-                                epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                                verbose=verbose, shuffle=False)
-            if history.history:
-                last_logs = {k: float(v[-1]) for k, v in history.history.items()}
-            if checkpointer.diverged_at is not None:
-                last = manager.checkpoints()
-                raise RuntimeError(
-                    f"the loss became NaN or infinite at step {checkpointer.diverged_at}; "
-                    f"training stopped, newest checkpoint kept: "
-                    f"{last[0][1] if last else 'none'}")
+        try:
+            for initial_epoch, epochs, steps in fit_plan(start_step, total, spe):
+                if initial_epoch * spe != state.step:
+                    say(f"epoch {initial_epoch + 1}/{total_epochs}: resuming at step "
+                        f"{state.step}, {steps} steps left in it")
+                history = model.fit(training_dataset(cfg, state.step),
+                                    initial_epoch=initial_epoch, epochs=epochs,
+                                    steps_per_epoch=steps, callbacks=callbacks,
+                                    verbose=verbose, shuffle=False)
+                if history.history:
+                    last_logs = {k: float(v[-1]) for k, v in history.history.items()}
+                if checkpointer.diverged_at is not None:
+                    last = manager.checkpoints()
+                    raise RuntimeError(
+                        f"the loss became NaN or infinite at step {checkpointer.diverged_at}; "
+                        f"training stopped, newest checkpoint kept: "
+                        f"{last[0][1] if last else 'none'}")
+        except KeyboardInterrupt:
+            _save_on_interrupt(model, manager, state, spe, start_step, say)
+            raise
         completed = state.step >= total
         if completed:
             save_inference_model(os.path.join(run_dir, "final.keras"))
