@@ -116,9 +116,12 @@ def test_damaged_newest_falls_back_to_previous(tmp_path):
     manager.save(old, TrainingState(step=2))
     newest = manager.save(_trained(4, seed=1), TrainingState(step=4))
     _flip_byte(newest, 0.3)
+    with pytest.warns(UserWarning, match="ckpt-000000004.npz.*trying the previous"):
+        assert manager.restore(_model(seed=5))[0].step == 2
+    assert os.path.exists(newest)          # only looked at
     fresh = _model(seed=5)
     with pytest.warns(UserWarning, match="ckpt-000000004.npz.*trying the previous"):
-        state, path = manager.restore(fresh)
+        state, path = manager.restore(fresh, quarantine=True)
     assert state.step == 2 and path.endswith("ckpt-000000002.npz")
     for a, b in zip(_values(old.variables), _values(fresh.variables), strict=True):
         np.testing.assert_array_equal(a, b)

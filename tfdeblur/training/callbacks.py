@@ -91,13 +91,11 @@ class Validation(keras.callbacks.Callback):
     Args:
         sets: name -> dataset of ``(blurry, sharp)`` batches (iterated anew
             every epoch).
-        printer: where to report (default ``print``), or None.
     """
 
-    def __init__(self, sets: Mapping[str, object], printer: Callable | None = print):
+    def __init__(self, sets: Mapping[str, object]):
         super().__init__()
         self.sets = dict(sets)
-        self.printer = printer
 
     def evaluate(self, model: keras.Model | None = None) -> dict[str, float]:
         logs = {}

@@ -248,7 +248,7 @@ class CheckpointManager:
         return path
 
     def restore(self, model: keras.Model, *, max_step: int | None = None,
-                quarantine: bool = True) -> tuple[TrainingState, str] | None:
+                quarantine: bool = False) -> tuple[TrainingState, str] | None:
         """Loads the newest usable checkpoint; damaged ones are skipped with a warning.
 
         Args:

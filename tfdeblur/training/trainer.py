@@ -261,12 +261,14 @@ def _verbosity(value) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def prepare(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None = print):
+def prepare(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None = print,
+            quarantine: bool = False):
     """Builds and compiles the model and restores the newest checkpoint of ``run_dir``.
 
     Returns ``(model, manager, state, resumed_from)``; ``state`` is a fresh
     :class:`TrainingState` when there is no checkpoint. Does not take the
-    run folder's lock (use :func:`train` to train).
+    run folder's lock (use :func:`train` to train), and leaves damaged
+    checkpoints where they are unless ``quarantine``.
     """
     run_dir = os.fspath(run_dir)
     keras.utils.set_random_seed(cfg["seed"])
@@ -276,7 +278,7 @@ def prepare(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None =
     model.optimizer.build(model.trainable_variables)
     manager = CheckpointManager(os.path.join(run_dir, "checkpoints"),
                                 keep=cfg["train"]["keep_checkpoints"])
-    restored = manager.restore(model, max_step=None)
+    restored = manager.restore(model, quarantine=quarantine)
     if restored is None:
         return model, manager, TrainingState(extra={"name": cfg["name"]}), None
     state, path = restored
@@ -337,7 +339,8 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
         total, spe = int(tcfg["steps"]), int(tcfg["steps_per_epoch"])
         # Validation sets first: a missing folder should fail before a long model build.
         val_sets = validation_datasets(cfg)
-        model, manager, state, resumed_from = prepare(cfg, run_dir, printer=printer)
+        model, manager, state, resumed_from = prepare(cfg, run_dir, printer=printer,
+                                                      quarantine=True)
         manager.remove_temporary_files()
         start_step = state.step
         if start_step > total:
@@ -353,7 +356,7 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
             twin[0].set_weights(model.get_weights())
             save_model_atomically(twin[0], path)
 
-        validation = Validation(val_sets, printer=printer)
+        validation = Validation(val_sets)
         csv_log = CSVLog(os.path.join(run_dir, "log.csv"), state)
         csv_log.set_model(model)
         csv_log.truncate(start_step if resumed_from else -1)
