@@ -177,11 +177,15 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_refuses_another_config(
         size = f.seek(0, 2)
         f.seek(size // 2)
         f.write(b"\0" * (size - size // 2))
+    # A kill while the best model was being saved leaves a temporary file: removed.
+    leftover = os.path.join(run, ".best.keras.123.0a1b.tmp.keras")
+    open(leftover, "wb").close()
     raw["train"]["steps"] = 8                # more steps may be asked for on resume
     with pytest.warns(UserWarning, match="ckpt-000000006.npz is damaged"):
         result = train(resolve_config(raw), run, printer=None)
     assert (result.start_step, result.step) == (4, 8)
     assert result.resumed_from.endswith("ckpt-000000004.npz")
+    assert not os.path.exists(leftover)
     # The log row of the lost epoch end (step 6) is dropped; epoch 2 now ends at step 8.
     assert [r["step"] for r in _read_log(run)] == ["4", "8"]
 

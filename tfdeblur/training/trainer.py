@@ -198,6 +198,14 @@ def _run_lock(run_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove_temporary_files(run_dir: str) -> None:
+    """Deletes what atomic writes cut short by a kill left (``.<name>.<pid>.<id>.tmp[.keras]``)."""
+    for name in os.listdir(run_dir):
+        if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.keras")):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(run_dir, name))
+
+
 def _settle_config(run_dir: str, cfg: dict | None) -> dict:
     """The run's configuration: the saved one, checked against and updated from ``cfg``."""
     path = os.path.join(run_dir, "config.json")
@@ -342,6 +350,7 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
         model, manager, state, resumed_from = prepare(cfg, run_dir, printer=printer,
                                                       quarantine=True)
         manager.remove_temporary_files()
+        _remove_temporary_files(run_dir)
         start_step = state.step
         if start_step > total:
             raise RunFolderError(f"run folder {run_dir} is at step {start_step}, beyond "
