@@ -40,6 +40,12 @@ def check_batch_size(batch_size) -> None:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
 
 
+def check_skip(skip) -> int:
+    if isinstance(skip, bool) or not isinstance(skip, (int, np.integer)) or skip < 0:
+        raise ValueError(f"skip must be an int >= 0, got {skip!r}")
+    return int(skip)
+
+
 def check_shuffle(shuffle) -> int | None:
     """``False`` -> None, ``True`` -> 0 (whole dataset), an int -> that buffer size."""
     if shuffle is False or shuffle is None:

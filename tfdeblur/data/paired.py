@@ -247,7 +247,8 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
                    with_flow: bool = False, flow_cache: str | os.PathLike | None = None,
                    flow_preset: str = "medium", cache: bool | str = False,
                    drop_remainder: bool = False, flip: bool = True, rotate: bool = True,
-                   permute_channels: bool = True, num_parallel_calls: int = tf.data.AUTOTUNE,
+                   permute_channels: bool = True, repeat: bool = False, skip: int = 0,
+                   num_parallel_calls: int = tf.data.AUTOTUNE,
                    progress: bool = True) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(blurry, sharp)`` float32 RGB images in [0, 1].
 
@@ -286,6 +287,12 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
             in files there.
         drop_remainder: drop the last incomplete batch.
         flip, rotate, permute_channels: enable parts of ``augment``.
+        repeat: an endless stream of passes over the pairs, each reshuffled
+            and re-augmented like a new epoch; batches run on across pass
+            boundaries.
+        skip: elements dropped from the start of every iteration before they
+            are decoded, so that a resumed training run continues the same
+            stream cheaply (``skip=step * batch_size`` with ``repeat``).
         num_parallel_calls: parallel decoding / augmentation calls.
         progress: show the progress bar of the flow computation.
 
@@ -307,6 +314,7 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
     _pipeline.check_batch_size(batch_size)
     buffer = _pipeline.check_shuffle(shuffle)
     seed = _pipeline.resolve_seed(seed)
+    skip = _pipeline.check_skip(skip)
     if not isinstance(cache, (bool, str, os.PathLike)):
         raise ValueError(f"cache must be a bool or a file path, got {cache!r}")
     if not isinstance(cache, bool):
@@ -384,6 +392,8 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
         ds = ds.cache("" if cache is True else cache)
     if buffer is not None:
         ds = ds.shuffle(buffer or len(pairs), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
 
     if cache is False:
         if augment:
@@ -396,5 +406,7 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
         fn = lambda *parts: transform(parts)
     if augment:
         ds = tf.data.Dataset.zip((ds, _pipeline.seed_stream(seed + 1, rerandomize=True)))
+    if skip:
+        ds = ds.skip(skip)
     ds = ds.map(fn, num_parallel_calls=num_parallel_calls)
     return _pipeline.finish(ds, batch_size=batch_size, drop_remainder=drop_remainder)

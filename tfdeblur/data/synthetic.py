@@ -523,7 +523,7 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
                       with_flow: bool = False, config: BlurConfig | None = None,
                       kernels=None, redraw_each_epoch: bool | None = None,
                       drop_remainder: bool = False, flip: bool = True, rotate: bool = True,
-                      permute_channels: bool = True,
+                      permute_channels: bool = True, repeat: bool = False, skip: int = 0,
                       num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(blurry, sharp)`` pairs blurred on the fly from sharp photos.
 
@@ -555,6 +555,12 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
         redraw_each_epoch: override the coupling to ``augment``.
         drop_remainder: drop the last incomplete batch.
         flip, rotate, permute_channels: enable parts of ``augment``.
+        repeat: an endless stream of passes over the photos, each reshuffled
+            (and redrawn with ``augment``) like a new epoch; batches run on
+            across pass boundaries.
+        skip: elements dropped from the start of every iteration before they
+            are read or blurred, so that a resumed training run continues the
+            same stream cheaply (``skip=step * batch_size`` with ``repeat``).
         num_parallel_calls: parallel synthesis calls.
 
     Returns:
@@ -579,6 +585,7 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
     if kernels is not None:
         ks = load_kernels(kernels) if isinstance(kernels, (str, os.PathLike)) else list(kernels)
         cfg = dataclasses.replace(cfg, kernels=tuple(ks))
+    skip = _pipeline.check_skip(skip)
     redraw = augment if redraw_each_epoch is None else bool(redraw_each_epoch)
     photos = _list_photos(sharp_root)
     margin = cfg.max_radius() if patch is not None else 0
@@ -622,6 +629,8 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
     if redraw:
         if buffer is not None:
             ds = ds.shuffle(buffer or len(photos), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
         # Seeds attached after shuffling: new draws every epoch.
         ds = tf.data.Dataset.zip((ds, _pipeline.seed_stream(seed + 1, rerandomize=True)))
     else:
@@ -629,5 +638,9 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
         ds = tf.data.Dataset.zip((ds, _pipeline.seed_stream(seed + 1, rerandomize=False)))
         if buffer is not None:
             ds = ds.shuffle(buffer or len(photos), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+    if skip:
+        ds = ds.skip(skip)
     ds = ds.map(element, num_parallel_calls=num_parallel_calls)
     return _pipeline.finish(ds, batch_size=batch_size, drop_remainder=drop_remainder)

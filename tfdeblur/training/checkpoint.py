@@ -1,0 +1,307 @@
+"""Training checkpoints: the whole training state in one file, written atomically, last K kept.
+
+A checkpoint ``ckpt-<step>.npz`` (step zero-padded to 9 digits) holds every
+model variable (trainable or not), every optimizer variable (iteration
+count, Adam's moments, ...), the running values of the compiled metrics and a
+JSON record (``__meta__``): the global step, epoch, step within the epoch,
+the best monitored value so far, and the variable paths and shapes. It is
+written to a temporary file in the same folder, flushed to disk and renamed
+into place, so a reader sees the previous set of checkpoints or the new
+complete file, never a partial one, whenever the process is killed. Loading
+verifies the zip's CRC-32 of every member before using any of it, and
+:meth:`CheckpointManager.restore` falls back to the next older checkpoint
+when the newest is damaged.
+
+Why not ``keras.callbacks.BackupAndRestore`` (Keras 3.15): it writes
+``latest.weights.h5`` in place and its metadata in a second file (a kill in
+between leaves weights and epoch disagreeing), and although it records the
+batch of a mid-epoch save it restores only the epoch, restarting that epoch's
+data from its first batch with mid-epoch weights.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from tfdeblur.data.io import atomic_write_bytes
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
+_META = "__meta__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: damaged, or written for another model."""
+
+
+@dataclass
+class TrainingState:
+    """Where training stands: what a checkpoint records besides the variables.
+
+    Attributes:
+        step: optimizer steps done (the global step).
+        epoch: epochs completed (validated and logged).
+        best: best monitored validation value so far, or None.
+        best_step: the step of ``best``.
+        extra: free-form JSON-able record (e.g. the config's name).
+        metric_values: running metric values read from a checkpoint (not
+            written: a checkpoint takes them from the model).
+    """
+
+    step: int = 0
+    epoch: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    extra: dict = field(default_factory=dict)
+    metric_values: dict | None = field(default=None, repr=False)
+
+
+def _variables(model: keras.Model) -> dict[str, list]:
+    optimizer = model.optimizer
+    return {
+        "model": list(model.variables),
+        "optimizer": list(optimizer.variables) if optimizer is not None else [],
+        "metrics": list(model.metrics_variables),
+    }
+
+
+def _describe(v) -> dict:
+    return {"path": v.path, "shape": list(v.shape), "dtype": str(v.dtype)}
+
+
+def checkpoint_path(directory: str, step: int) -> str:
+    return os.path.join(directory, f"ckpt-{step:09d}.npz")
+
+
+def write_checkpoint(path: str, model: keras.Model, state: TrainingState) -> None:
+    """Writes ``model``'s variables, its optimizer's and metrics' and ``state`` to ``path``.
+
+    The optimizer must be built (it is after the first step, or by
+    ``optimizer.build(model.trainable_variables)``).
+    """
+    groups = _variables(model)
+    arrays: dict[str, np.ndarray] = {}
+    described: dict[str, list] = {}
+    for group, variables in groups.items():
+        described[group] = []
+        for i, v in enumerate(variables):
+            arrays[f"{group}/{i:06d}"] = np.asarray(v.numpy())
+            described[group].append(_describe(v))
+    meta = {"format": FORMAT_VERSION, "step": int(state.step), "epoch": int(state.epoch),
+            "best": state.best, "best_step": state.best_step, "extra": state.extra,
+            "time": time.time(), "variables": described}
+    arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    # The rename is only durable once the folder entry is on disk.
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """(meta, {"model" | "optimizer" | "metrics": [arrays]}) of a checkpoint file.
+
+    Raises:
+        CheckpointError: naming the file when it is truncated, fails its
+            CRC check or lacks a member.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            if bad is not None:
+                raise CheckpointError(f"checkpoint {path} is damaged: member {bad} fails its "
+                                      "CRC check")
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data[_META]).decode("utf-8"))
+            if meta.get("format") != FORMAT_VERSION:
+                raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}, "
+                                      f"this version reads {FORMAT_VERSION}")
+            groups = {}
+            for group, described in meta["variables"].items():
+                groups[group] = [data[f"{group}/{i:06d}"] for i in range(len(described))]
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete: "
+                              f"{type(e).__name__}: {e}") from None
+    return meta, groups
+
+
+def _check_match(path: str, group: str, described: list[dict], variables: list) -> None:
+    if len(described) != len(variables):
+        raise CheckpointError(
+            f"checkpoint {path} holds {len(described)} {group} variables but this "
+            f"{group} has {len(variables)}: it was written for another configuration")
+    for d, v in zip(described, variables, strict=True):
+        if tuple(d["shape"]) != tuple(v.shape) or d["path"] != v.path:
+            raise CheckpointError(
+                f"checkpoint {path}: {group} variable {d['path']} {tuple(d['shape'])} does not "
+                f"match {v.path} {tuple(v.shape)}: it was written for another configuration")
+
+
+def load_checkpoint(path: str, model: keras.Model) -> TrainingState:
+    """Assigns a checkpoint's model and optimizer variables to ``model``.
+
+    The optimizer must be built. Nothing is assigned unless the whole file
+    reads back and every variable matches in path and shape. The metrics'
+    running values come back in ``state.metric_values`` (variable path ->
+    value): Keras resets metrics at every epoch start, so they are assigned
+    then (see :class:`~tfdeblur.training.callbacks.ResumableCheckpoint`).
+
+    Raises:
+        CheckpointError: damaged file, or a checkpoint of another model.
+    """
+    meta, groups = read_checkpoint(path)
+    targets = _variables(model)
+    for group in ("model", "optimizer"):
+        _check_match(path, group, meta["variables"].get(group, []), targets[group])
+    for group in ("model", "optimizer"):
+        for v, value in zip(targets[group], groups[group], strict=True):
+            v.assign(value)
+    metric_values = {d["path"]: value for d, value in
+                     zip(meta["variables"].get("metrics", []), groups.get("metrics", []),
+                         strict=True)}
+    return TrainingState(step=meta["step"], epoch=meta["epoch"], best=meta.get("best"),
+                         best_step=meta.get("best_step"), extra=meta.get("extra") or {},
+                         metric_values=metric_values)
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> dict:
+    """Loads only the model weights of a training checkpoint into ``model`` (e.g. for inference).
+
+    Returns the checkpoint's meta record.
+    """
+    path = os.fspath(path)
+    meta, groups = read_checkpoint(path)
+    _check_match(path, "model", meta["variables"]["model"], list(model.variables))
+    for v, value in zip(model.variables, groups["model"], strict=True):
+        v.assign(value)
+    return meta
+
+
+class CheckpointManager:
+    """The checkpoints of one run folder: numbered files, the newest ``keep`` kept.
+
+    Args:
+        directory: the folder (created when missing).
+        keep: how many of the newest checkpoints to keep, >= 1.
+
+    Example:
+        >>> manager = CheckpointManager("runs/lmfn/checkpoints", keep=3)
+        >>> manager.save(model, TrainingState(step=500, epoch=0))
+        >>> state = manager.restore(model)     # None when there is none
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+        self.directory = os.fspath(directory)
+        self.keep = keep
+        os.makedirs(self.directory, exist_ok=True)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """(step, path) of the checkpoint files, newest first (temporary files excluded)."""
+        return list_checkpoints(self.directory)
+
+    def remove_temporary_files(self) -> list[str]:
+        """Deletes leftovers of writes cut short (a killed run); call only while no run writes."""
+        removed = []
+        for name in os.listdir(self.directory):
+            if name.startswith(".ckpt-") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                    removed.append(name)
+                except OSError:
+                    pass
+        return removed
+
+    def save(self, model: keras.Model, state: TrainingState) -> str:
+        """Writes the checkpoint of ``state.step`` and deletes those beyond the newest ``keep``."""
+        path = checkpoint_path(self.directory, state.step)
+        write_checkpoint(path, model, state)
+        for _, old in self.checkpoints()[self.keep:]:
+            try:
+                os.unlink(old)
+            except OSError:
+                pass
+        return path
+
+    def restore(self, model: keras.Model, *, max_step: int | None = None,
+                quarantine: bool = False) -> tuple[TrainingState, str] | None:
+        """Loads the newest usable checkpoint; damaged ones are skipped with a warning.
+
+        Args:
+            model: compiled model with a built optimizer.
+            max_step: ignore checkpoints beyond this step.
+            quarantine: rename a damaged file to ``<name>.damaged`` (kept for
+                inspection, no longer counted among the checkpoints).
+
+        Returns:
+            ``(state, path)``, or None when there is no usable checkpoint.
+
+        Raises:
+            CheckpointError: when a readable checkpoint does not match the
+                model (another configuration): falling back would not help.
+        """
+        skipped: list[str] = []
+        for step, path in self.checkpoints():
+            if max_step is not None and step > max_step:
+                continue
+            try:
+                meta, _ = read_checkpoint(path)
+                if meta.get("step") != step:
+                    raise CheckpointError(f"checkpoint {path} records step {meta.get('step')}, "
+                                          f"not {step}")
+            except CheckpointError as e:
+                warnings.warn(f"{e}; trying the previous checkpoint", stacklevel=2)
+                skipped.append(path)
+                if quarantine:
+                    try:
+                        os.replace(path, path + ".damaged")
+                    except OSError:
+                        pass
+                continue
+            return load_checkpoint(path, model), path
+        if skipped:
+            warnings.warn(f"no usable checkpoint in {self.directory} ({len(skipped)} damaged); "
+                          "starting from scratch", stacklevel=2)
+        return None
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
+    """(step, path) of the checkpoint files of a folder, newest first; [] without the folder."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return []
+    out = []
+    for name in os.listdir(directory):
+        m = _NAME.match(name)
+        if m:
+            out.append((int(m.group(1)), os.path.join(directory, name)))
+    return sorted(out, reverse=True)
+
+
+__all__: Sequence[str] = ["CheckpointError", "CheckpointManager", "TrainingState",
+                          "list_checkpoints", "load_checkpoint", "load_weights",
+                          "read_checkpoint", "write_checkpoint"]
