@@ -4,6 +4,8 @@
     tfdeblur models                     # the architectures and their sizes
     tfdeblur deblur -m model.keras blurry.png -o sharp.png
     tfdeblur deblur -m model.keras frames/ -o out/ --tile 512
+    tfdeblur export -m model.keras --saved-model models/m/1
+    tfdeblur train --config lmfn_cpu_small --run-dir runs/lmfn
     tfdeblur export -m model.keras --saved-model exports/svdn/1
     tfdeblur export -m model.keras --tflite svdn.tflite --size 256x256 --quantize float16
 
@@ -136,12 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=["dynamic", "float16"], default=None,
                    help="TFLite weight quantization (default: float32)")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    from tfdeblur.training import command as train_command
+
+    train_command.add_arguments(sub.add_parser(
+        "train", help="train from a config (training/configs/); run again with the same "
+                      "--run-dir to resume from its newest checkpoint"))
     return p
+
+
+def _train(args) -> int:
+    from tfdeblur.training import command as train_command
+
+    return train_command.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"info": _info, "models": _models, "deblur": _deblur, "export": _export}
+    handlers = {"info": _info, "models": _models, "deblur": _deblur, "export": _export,
+                "train": _train}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:

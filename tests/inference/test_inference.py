@@ -122,3 +122,8 @@ def test_load_model_in_a_fresh_process(tmp_path):
                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "(20, 23, 3)" in out.stdout
+
+
+def test_train_subcommand_refuses_unknown_config(tmp_path, capsys):
+    assert main(["train", "--config", "no_such_config", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "no_such_config" in capsys.readouterr().err
