@@ -100,3 +100,22 @@ def test_stale_library_missing_an_op_is_not_used(tmp_path):
     assert "WARNINGS 1" in out
     assert "is stale" in out and "tf_deblur_op_from_the_future" in out
     assert "VALUES [0.5, 0.75, 0.875, 0.5, 0.75, 0.875]" in out
+
+
+def test_auto_prefers_portable_on_a_gpu_when_the_library_has_no_cuda(monkeypatch):
+    from tfdeblur.ops import _loader
+
+    if not _loader.compiled_available():
+        pytest.skip("compiled op library not built in this checkout")
+    monkeypatch.setattr(_loader.tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    info = _loader._STATE["info"]
+    try:
+        for cuda, want in ((False, "portable"), (True, "compiled")):
+            _loader._STATE["info"] = {**info, "cuda": cuda}
+            _loader._STATE.pop("gpu_without_cuda", None)
+            assert _loader.resolve_implementation("auto") == want
+            assert _loader.resolve_implementation("compiled") == "compiled"
+    finally:
+        _loader._STATE["info"] = info
+        _loader._STATE.pop("gpu_without_cuda", None)  # recomputed from the real devices

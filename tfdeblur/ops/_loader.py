@@ -132,6 +132,14 @@ def build_info() -> dict:
     return dict(_STATE["info"])
 
 
+def _gpu_without_cuda_kernels() -> bool:
+    """True when TensorFlow sees a GPU but the library has no CUDA kernels."""
+    if "gpu_without_cuda" not in _STATE:
+        _STATE["gpu_without_cuda"] = (not _STATE["info"].get("cuda", False)
+                                      and bool(tf.config.list_physical_devices("GPU")))
+    return _STATE["gpu_without_cuda"]
+
+
 def resolve_implementation(implementation: str) -> str:
     """Maps ``"auto" | "compiled" | "portable"`` to the one that will run."""
     if implementation not in IMPLEMENTATIONS:
@@ -140,6 +148,10 @@ def resolve_implementation(implementation: str) -> str:
     if implementation == "portable":
         return "portable"
     if load_library() is not None:
+        if implementation == "auto" and _gpu_without_cuda_kernels():
+            # A library built without CUDA would run on the CPU, copying every
+            # tensor off the GPU; the portable ops stay on the GPU.
+            return "portable"
         return "compiled"
     if implementation == "compiled":
         raise RuntimeError(f"implementation='compiled' requested but {_STATE['reason']}")
