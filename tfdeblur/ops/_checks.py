@@ -43,10 +43,3 @@ def check_dim(t: tf.Tensor, axis: int, expected: int | None, name: str, what: st
     got = t.shape[axis] if t.shape.rank is not None else None
     if got is not None and expected is not None and got != expected:
         raise ValueError(f"{name} must have {what} {expected}, got {got} (shape {t.shape})")
-
-
-def assert_shape_equal(actual: tf.Tensor, expected: tf.Tensor, message: str) -> list:
-    """Run-time shape check for shapes unknown at trace time (empty when not needed)."""
-    if actual.shape.is_fully_defined() and all(d is not None for d in expected.shape):
-        return []
-    return [tf.debugging.assert_equal(tf.shape(actual), tf.shape(expected), message=message)]
