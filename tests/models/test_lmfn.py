@@ -14,7 +14,7 @@ from tfdeblur.layers import (
     AttentionLayerFusion,
     ResidualFeatureDistillationBlock,
 )
-from tfdeblur.models.lmfn import PAPER_PARAMETERS, lmfn, min_image_size
+from tfdeblur.models.lmfn import PAPER_PARAMETERS, PAPER_TABLE4_PARAMETERS, lmfn, min_image_size
 
 # Small enough for CPU tests, but with every part of the network.
 TINY = dict(width=8, num_blocks=2)
@@ -23,12 +23,51 @@ TINY = dict(width=8, num_blocks=2)
 def test_paper_configuration_size():
     model = tfdeblur.models.build("lmfn")
     n = mc.assert_param_count(model, PAPER_PARAMETERS)
-    assert n == 1_278_748  # the count stated in the builder's docstring
+    assert n == 1_265_360  # the count stated in the builder's docstring
+    assert model.get_layer("decoder_in").filters == 28
+    assert model.get_layer("res1").kernel_size == (5, 5)
     assert sum(isinstance(layer, ResidualFeatureDistillationBlock) for layer in model.layers) == 4
     assert sum(isinstance(layer, (AttentionLayerFusion, AttentionChannelFusion))
                for layer in model.layers) == 2
     assert model.get_layer("shallow_conv").filters == 64
     assert model.get_layer("down4").output.shape[-1] == 64
+
+
+def test_layout_fits_every_table4_point():
+    """LMFN Table 4: 1.15 / 1.18 / 1.22 / 1.25 / 1.28 / 1.31 M for 1-6 RFDBs; the
+    default layout is within 2.0 % of each (the issue asks for 5 %)."""
+    counts = {b: lmfn(num_blocks=b).count_params() for b in range(1, 7)}
+    for b, paper in PAPER_TABLE4_PARAMETERS.items():
+        assert abs(counts[b] / paper - 1) < 0.021, (b, counts[b], paper)
+    per_block = [counts[b + 1] - counts[b] for b in range(1, 6)]
+    assert all(28_000 < d < 33_000 for d in per_block), per_block  # ~30 k per RFDB
+
+
+def test_first_layout_kept_as_a_config():
+    """The first reading (64-channel RFDBs, 3x3 residual blocks) is the config
+    lmfn_gopro_rfdb64: 1,278,748 parameters, off Table 4 by -30 % .. +22 %."""
+    import json
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "training", "configs",
+                        "lmfn_gopro_rfdb64.json")
+    with open(path) as f:
+        section = dict(json.load(f)["model"])
+    model = tfdeblur.models.build(section.pop("name"), **section)
+    assert model.count_params() == 1_278_748
+    assert "decoder_in" not in [layer.name for layer in model.layers]
+    one = lmfn(num_blocks=1, decoder_width=64, resblock_kernel=3).count_params()
+    assert abs(one / PAPER_TABLE4_PARAMETERS[1] - 1) > 0.25
+
+
+def test_identity_init_returns_the_input():
+    x = mc.smooth_images(2, 19, 26)
+    model = lmfn(**TINY, identity_init=True)
+    np.testing.assert_array_equal(model(x).numpy(), x)
+    assert np.abs(lmfn(**TINY)(x).numpy() - x).max() > 1e-3
+    with pytest.raises(ValueError, match="identity_init"):
+        lmfn(**TINY, identity_init=True, global_residual=False)
+    with pytest.raises(ValueError, match="identity_init"):
+        lmfn(**TINY, identity_init=1)
 
 
 def test_registry_and_config():
@@ -37,7 +76,8 @@ def test_registry_and_config():
     assert isinstance(model, keras.Model) and model.name == "small"
     assert sum(isinstance(layer, ResidualFeatureDistillationBlock) for layer in model.layers) == 3
     assert model.get_layer("pad").multiple == 8
-    assert model.get_layer("fusion_conv").filters == 12
+    assert model.get_layer("fusion_conv").filters == 5  # default_decoder_width(12)
+    assert model.get_layer("decoder_conv").filters == 12
 
 
 @pytest.mark.parametrize("num_scales,expected", [(1, 29), (2, 29), (3, 25), (4, 17), (5, 32)])

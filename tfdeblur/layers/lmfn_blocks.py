@@ -97,9 +97,10 @@ class ResidualBlock(keras.layers.Layer):
     """``x + conv(relu(conv(x)))``, without normalisation.
 
     The residual block that follows each down-block in LMFN's encoder (Zhang et
-    al., LMFN sec. 3.2), taken from Nah et al.'s DeepDeblur (CVPR 2017). That
-    paper uses 5x5 kernels; LMFN's reported size (1.25 M parameters) only fits
-    3x3 ones, hence the default. Both convolutions keep the input's channels.
+    al., LMFN sec. 3.2), taken from Nah et al.'s DeepDeblur (CVPR 2017), whose
+    5x5 kernels LMFN uses (``resblock_kernel=5``: with them its Table 4
+    parameter counts fit); the layer's default is 3x3. Both convolutions keep
+    the input's channels.
 
     Args:
         kernel_size: kernel of both convolutions, an int or ``(kh, kw)``.
