@@ -9,7 +9,8 @@
   model's positions and the data pipeline's flows into one frame:
   :func:`relative_sampling_points`, :func:`flow_to_feature_resolution`,
   :func:`point_to_segment_distance`, :func:`flow_guidance_distance`.
-- :class:`SVDNLoss`: ``L_pixel + 0.01 L_percep + 1e-4 L_position`` (eq. 7).
+- :class:`SVDNLoss`: ``L_pixel + 0.01 L_percep + 1e-4 L_position`` (eq. 7),
+  the perceptual features brought to the scale the paper's 0.01 was set for.
 
 Every loss computes one value per image (``[N]``), which Keras reduces over
 the batch (``reduction="sum_over_batch_size"`` by default: the mean), so a
@@ -43,8 +44,14 @@ __all__ = [
     "relative_sampling_points",
 ]
 
-#: Pixel-loss normalisations: the factor applied to the mean of squared errors.
-NORMALIZATIONS = {"mse": 1.0, "half_mse": 0.5}
+#: Normalisations of a squared error, per image: name -> (reduction over H, W, C, factor).
+#: ``"mse"``: mean; ``"half_mse"``: mean / 2; ``"half_sum"``: sum / 2.
+NORMALIZATIONS = {"mse": ("mean", 1.0), "half_mse": ("mean", 0.5), "half_sum": ("sum", 0.5)}
+#: ImageNet per-channel std (RGB) that torchvision's VGG16 inputs are divided by.
+IMAGENET_RGB_STD = (0.229, 0.224, 0.225)
+#: Default :class:`PerceptualLoss` ``feature_scale``: 1 / (255 x the mean ImageNet std) =
+#: 1 / 57.63, the ratio of torchvision-scale to Caffe-scale VGG16 inputs.
+TORCHVISION_FEATURE_SCALE = 1.0 / (255.0 * sum(IMAGENET_RGB_STD) / len(IMAGENET_RGB_STD))
 #: Default margin of :class:`PositionLoss`, in feature pixels (the paper gives no value).
 DEFAULT_MARGIN = 1.0
 #: SVDN's feature resolution: one stride-2 downsampling before the DCNs.
@@ -58,10 +65,24 @@ def _check_normalization(normalization, owner: str) -> str:
     return normalization
 
 
+def _squared_error(diff, normalization: str) -> tf.Tensor:
+    """Per-image normalised ``||diff||^2`` of ``[N, H, W, C]`` (``[N]``)."""
+    reduction, factor = NORMALIZATIONS[normalization]
+    reduce = tf.reduce_mean if reduction == "mean" else tf.reduce_sum
+    return factor * reduce(tf.square(diff), axis=[1, 2, 3])
+
+
 def _check_number(value, name: str, owner: str, minimum: float = 0.0) -> float:
     if (isinstance(value, bool) or not isinstance(value, numbers.Real)
             or not math.isfinite(value) or value < minimum):
         raise ValueError(f"{owner}: {name} must be a finite number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _check_feature_scale(value, owner: str, name: str = "feature_scale") -> float:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -117,34 +138,39 @@ def _image_pair(y_true, y_pred, owner: str, names=("y_true", "y_pred")):
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class PixelLoss(_Loss):
-    """L2 pixel loss: mean squared error, or half of it (SVDN).
+    """L2 pixel loss: mean squared error, half of it (SVDN), or half the sum (SVRNN).
 
-    Per image, ``normalization="mse"`` gives ``||L - S||^2 / Np`` and
+    Per image, ``normalization="mse"`` gives ``||L - S||^2 / Np``,
     ``"half_mse"`` gives ``||L - S||^2 / (2 Np)`` (Yuan, Su, Ma, CVPR 2020,
-    eq. 8), ``Np`` being the number of elements (H x W x C) of the image,
-    ``L`` the prediction and ``S`` the sharp image. The batch's loss is the
-    mean over images (with the default reduction), i.e. the same
-    normalisation over the whole batch. Which normalisation each paper uses:
+    eq. 8) and ``"half_sum"`` gives ``||L - S||^2 / 2``, ``Np`` being the
+    number of elements (H x W x C) of the image, ``L`` the prediction and
+    ``S`` the sharp image. The batch's loss is the mean over images (with
+    the default reduction). Which normalisation each paper uses:
 
     - SVDN: ``"half_mse"`` (eq. 8).
     - LMFN (eq. 4): ``"mse"``. The paper divides the sum over pixel
       positions by ``w h``; with colour images the channels are averaged too
       here, which only scales the loss by the constant C.
-    - SVRNN (sec. 3.3: "the L2 loss", Caffe): ``"mse"``. Caffe's
-      EuclideanLoss is ``sum / (2 N)`` with N the *batch size*, i.e.
-      ``"half_mse"`` times the element count of one image; with Adam, a
-      constant factor on the loss changes nothing but epsilon's relative
-      size, so the mean is used for a learning rate-independent scale.
+    - SVRNN (sec. 3.3, "the L2 loss"): ``"half_sum"``. The authors' loss
+      (``L2Loss.m`` of their released code, like Caffe's EuclideanLoss) is
+      ``sum / 2 / batch size``, which ``"half_sum"`` with the batch mean is
+      exactly. With Adam the loss's scale mostly cancels (epsilon aside), but
+      not beside a coupled L2 weight decay (``weight_decay * w`` added to the
+      gradient, :class:`~tfdeblur.training.AdamL2`): the decay's strength
+      relative to the data term is set against this scale. With ``"mse"``
+      the paper's decay of 1e-6 would weigh ``Np / 2`` = 24,576 times more
+      than the authors' at 128x128x3.
 
     Args:
-        normalization: ``"mse"`` (default) or ``"half_mse"``.
+        normalization: ``"mse"`` (default), ``"half_mse"`` or ``"half_sum"``.
         name, reduction, dtype: as for ``keras.losses.Loss``.
 
     Input: ``y_true``, ``y_pred``: float ``[N, H, W, C]`` of one shape.
     Output: scalar (per-image ``[N]`` with ``reduction=None``).
 
     Example:
-        >>> model.compile(optimizer="adam", loss=PixelLoss())            # SVRNN, LMFN
+        >>> model.compile(optimizer="adam", loss=PixelLoss())            # LMFN
+        >>> model.compile(optimizer=AdamL2(l2=1e-6), loss=PixelLoss("half_sum"))  # SVRNN
         >>> PixelLoss("half_mse")(sharp, model(blurry))                  # SVDN's L_pixel
     """
 
@@ -155,8 +181,7 @@ class PixelLoss(_Loss):
 
     def call(self, y_true, y_pred):
         y_true, y_pred = _image_pair(y_true, y_pred, self.name)
-        scale = NORMALIZATIONS[self.normalization]
-        return scale * tf.reduce_mean(tf.square(y_pred - y_true), axis=[1, 2, 3])
+        return _squared_error(y_pred - y_true, self.normalization)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "normalization": self.normalization}
@@ -179,8 +204,8 @@ class PerceptualLoss(_Loss):
     ``||phi(L) - phi(S)||^2 / (2 Nc)`` per image (``"half_mse"``, Yuan, Su,
     Ma, CVPR 2020, eq. 9) or ``/ Nc`` (``"mse"``), ``phi`` the output of one
     VGG16 layer (after its ReLU: Keras's VGG16 convolutions include the
-    activation) and ``Nc`` the number of its elements. VGG16 is frozen; the
-    target's features carry no gradient.
+    activation) times ``feature_scale`` and ``Nc`` the number of its
+    elements. VGG16 is frozen; the target's features carry no gradient.
 
     The weights come only from a local file: ``vgg16_weights`` is the path of
     a Keras VGG16 weights file without the dense top
@@ -200,9 +225,19 @@ class PerceptualLoss(_Loss):
     the widely used DeblurGAN perceptual loss that SVDN follows; any Keras
     VGG16 layer name works (``"block3_conv2"`` for the torchvision reading).
     Scale: the paper's weight 0.01 for this term was set with PyTorch's
-    VGG16, which takes [0, 1] inputs normalised by the ImageNet std, so its
-    features are smaller than these Caffe-scale ones; tune the weight
-    rather than assume the paper's balance carries over.
+    VGG16, fed ``(x - mean) / std`` (values within about +-2.5), while these
+    weights are fed 0-255 Caffe-scale inputs, about 255 x std = 57.6 times
+    larger. VGG16 is a stack of convolutions, ReLUs and max-poolings, which
+    are positively homogeneous: scaling the input by ``a > 0`` scales every
+    feature by ``a``, up to the biases (which do not scale). So the
+    features are multiplied by ``feature_scale``, by default
+    :data:`TORCHVISION_FEATURE_SCALE` = 1 / (255 x the mean ImageNet std
+    0.226) = 1 / 57.63, to bring them to torchvision's scale before the
+    squared distance, which is then 57.63^2 = 3,321 times smaller than
+    with ``feature_scale=1.0`` (the unscaled Caffe-scale features, this
+    loss's former behaviour): the paper's 0.01 keeps its meaning. (The
+    Keras weights, converted from the original Caffe model, are not
+    torchvision's retrained ones, so only the scale is matched.)
 
     Images must have 3 channels and sides of at least ``2**p`` pixels, ``p``
     the number of VGG16 poolings before the layer (4 for block3 layers).
@@ -210,7 +245,10 @@ class PerceptualLoss(_Loss):
     Args:
         vgg16_weights: path of the local Keras VGG16 notop weights file.
         layer: Keras VGG16 layer name whose output is compared.
-        normalization: ``"half_mse"`` (default, eq. 9) or ``"mse"``.
+        normalization: ``"half_mse"`` (default, eq. 9), ``"mse"`` or
+            ``"half_sum"`` (see :class:`PixelLoss`).
+        feature_scale: factor on the features before the squared distance,
+            > 0 (default: torchvision's scale, above; ``1.0``: Caffe scale).
         name, reduction, dtype: as for ``keras.losses.Loss``.
 
     Input: ``y_true``, ``y_pred``: float ``[N, H, W, 3]`` RGB in [0, 1] of one shape.
@@ -218,8 +256,8 @@ class PerceptualLoss(_Loss):
 
     Raises:
         FileNotFoundError, TypeError, ValueError: a missing or unreadable
-            ``vgg16_weights`` file (the message names ``vgg16_weights``), or an
-            unknown ``layer``.
+            ``vgg16_weights`` file (the message names ``vgg16_weights``), an
+            unknown ``layer``, or a ``feature_scale`` that is not > 0.
 
     Example:
         >>> loss = PerceptualLoss("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
@@ -227,12 +265,15 @@ class PerceptualLoss(_Loss):
     """
 
     def __init__(self, vgg16_weights: str | os.PathLike, layer: str = "block3_conv3",
-                 normalization: str = "half_mse", name: str = "perceptual_loss",
+                 normalization: str = "half_mse",
+                 feature_scale: float = TORCHVISION_FEATURE_SCALE,
+                 name: str = "perceptual_loss",
                  reduction: str | None = "sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         from tfdeblur.models.vgg16_init import VGG16_BGR_MEAN, load_vgg16
 
         self.normalization = _check_normalization(normalization, "PerceptualLoss")
+        self.feature_scale = _check_feature_scale(feature_scale, "PerceptualLoss")
         if vgg16_weights is None:
             raise ValueError("PerceptualLoss: vgg16_weights must be the path of a local Keras "
                              "VGG16 notop weights file (weights are never downloaded), got None")
@@ -250,7 +291,7 @@ class PerceptualLoss(_Loss):
         self._mean = tf.constant(VGG16_BGR_MEAN, tf.float32)
 
     def features(self, images) -> tf.Tensor:
-        """VGG16 features of RGB images in [0, 1] (``[N, H, W, 3]``), float32."""
+        """Caffe-scale VGG16 features (no ``feature_scale``) of RGB images in [0, 1]."""
         x = tf.cast(images, tf.float32)
         x = 255.0 * x[..., ::-1] - self._mean
         return self._features(x, training=False)
@@ -277,13 +318,13 @@ class PerceptualLoss(_Loss):
             # One zero item for an empty batch: oneDNN's conv mishandles batch 0.
             both = self.features(pad_empty_batch(tf.concat([y_pred, y_true], axis=0)))
         f_pred, f_true = both[:n], tf.stop_gradient(both[n:2 * n])
-        scale = NORMALIZATIONS[self.normalization]
-        value = scale * tf.reduce_mean(tf.square(f_pred - f_true), axis=[1, 2, 3])
+        value = _squared_error(self.feature_scale * (f_pred - f_true), self.normalization)
         return tf.cast(value, self.dtype)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vgg16_weights": self.vgg16_weights,
-                "layer": self.layer, "normalization": self.normalization}
+                "layer": self.layer, "normalization": self.normalization,
+                "feature_scale": self.feature_scale}
 
 
 # ------------------------------------------------------------- position loss helpers
@@ -527,9 +568,10 @@ class SVDNLoss(_Loss):
     """SVDN's training loss ``L_pixel + 0.01 L_percep + 1e-4 L_position``.
 
     Yuan, Su, Ma, CVPR 2020, eq. 7: :class:`PixelLoss` (``"half_mse"``,
-    eq. 8) + ``perceptual_weight`` x :class:`PerceptualLoss` (eq. 9) +
-    ``position_weight`` x :class:`PositionLoss` (eq. 10), per image, then
-    reduced over the batch.
+    eq. 8) + ``perceptual_weight`` x :class:`PerceptualLoss` (eq. 9, on
+    features at torchvision's scale, for which the paper set its 0.01:
+    ``perceptual_feature_scale``) + ``position_weight`` x
+    :class:`PositionLoss` (eq. 10), per image, then reduced over the batch.
 
     The perceptual term needs a local VGG16 weights file. Without
     ``vgg16_weights`` the constructor raises unless ``perceptual_weight=0``
@@ -554,6 +596,9 @@ class SVDNLoss(_Loss):
         position_weight: lambda_2 (paper: 1e-4).
         margin: the position loss's margin M, feature pixels.
         perceptual_layer: VGG16 layer of the perceptual loss.
+        perceptual_feature_scale: the perceptual loss's ``feature_scale``
+            (default: torchvision's scale, for which the paper set lambda_1;
+            see :class:`PerceptualLoss`; ``1.0``: Caffe-scale features).
         pixel_weight: weight of the pixel term (paper: 1).
         feature_stride: image pixels per feature pixel (SVDN: 2).
         name, reduction, dtype: as for ``keras.losses.Loss``.
@@ -573,6 +618,7 @@ class SVDNLoss(_Loss):
                  perceptual_weight: float = 0.01, position_weight: float = 1e-4,
                  margin: float = DEFAULT_MARGIN, perceptual_layer: str = "block3_conv3",
                  pixel_weight: float = 1.0, feature_stride: int = SVDN_FEATURE_STRIDE,
+                 perceptual_feature_scale: float = TORCHVISION_FEATURE_SCALE,
                  name: str = "svdn_loss", reduction: str | None = "sum_over_batch_size",
                  dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
@@ -580,6 +626,8 @@ class SVDNLoss(_Loss):
         self.perceptual_weight = _check_number(perceptual_weight, "perceptual_weight",
                                                "SVDNLoss")
         self.position_weight = _check_number(position_weight, "position_weight", "SVDNLoss")
+        self.perceptual_feature_scale = _check_feature_scale(
+            perceptual_feature_scale, "SVDNLoss", "perceptual_feature_scale")
         if vgg16_weights is None and self.perceptual_weight != 0:
             raise ValueError(
                 f"SVDNLoss: perceptual_weight is {perceptual_weight} but no vgg16_weights file "
@@ -591,7 +639,8 @@ class SVDNLoss(_Loss):
         self.perceptual = None
         if self.perceptual_weight != 0:
             self.perceptual = PerceptualLoss(vgg16_weights, perceptual_layer, "half_mse",
-                                             reduction=None, dtype=dtype)
+                                             self.perceptual_feature_scale, reduction=None,
+                                             dtype=dtype)
         self.position = PositionLoss(margin, feature_stride, reduction=None, dtype=dtype)
 
     @property
@@ -640,8 +689,8 @@ class SVDNLoss(_Loss):
         """
         image_loss = SVDNLoss(None, 0.0, 0.0, self.margin, self.perceptual_layer,
                               self.pixel_weight, self.position.feature_stride,
-                              name="svdn_image_loss", reduction=self.reduction,
-                              dtype=self._dtype_arg)
+                              self.perceptual_feature_scale, name="svdn_image_loss",
+                              reduction=self.reduction, dtype=self._dtype_arg)
         # Shares the loaded VGG16 instead of reading the file again.
         image_loss.vgg16_weights = self.vgg16_weights
         image_loss.perceptual_weight = self.perceptual_weight
@@ -657,4 +706,5 @@ class SVDNLoss(_Loss):
                 "perceptual_weight": self.perceptual_weight,
                 "position_weight": self.position_weight, "margin": self.margin,
                 "perceptual_layer": self.perceptual_layer, "pixel_weight": self.pixel_weight,
-                "feature_stride": self.position.feature_stride}
+                "feature_stride": self.position.feature_stride,
+                "perceptual_feature_scale": self.perceptual_feature_scale}

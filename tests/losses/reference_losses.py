@@ -21,6 +21,8 @@ VGG16_LAYERS = [
     ("block3_pool", "pool"),
 ]
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+#: torchvision's VGG16 input is (x - mean) / std with this std (RGB); Keras's is 255 x - mean.
+IMAGENET_RGB_STD = (0.229, 0.224, 0.225)
 
 
 def segment_distance(p, v) -> float:
@@ -80,9 +82,12 @@ def position_loss(positions, flow, margin: float, stride: int = 2):
     return np.maximum(d - margin, 0.0).mean(axis=(1, 2, 3))
 
 
-def pixel_loss(y_true, y_pred, scale: float):
+def pixel_loss(y_true, y_pred, scale: float, reduce: str = "mean"):
+    """Per image: ``scale`` x the mean (or the sum) of the squared errors."""
     diff = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
-    return scale * (diff ** 2).mean(axis=(1, 2, 3))
+    squared = diff ** 2
+    per_image = squared.reshape(len(squared), -1)
+    return scale * (per_image.sum(axis=1) if reduce == "sum" else per_image.mean(axis=1))
 
 
 def max_pool_valid(x):
@@ -108,7 +113,14 @@ def vgg16_features(images, weights: dict, layer: str):
     raise KeyError(layer)
 
 
-def perceptual_loss(y_true, y_pred, weights: dict, layer: str, scale: float = 0.5):
-    f_pred = vgg16_features(y_pred, weights, layer)
-    f_true = vgg16_features(y_true, weights, layer)
+def perceptual_loss(y_true, y_pred, weights: dict, layer: str, scale: float = 0.5,
+                    feature_scale: float = 1.0):
+    """Per image: ``scale`` x the mean squared difference of ``feature_scale`` x features."""
+    f_pred = feature_scale * vgg16_features(y_pred, weights, layer)
+    f_true = feature_scale * vgg16_features(y_true, weights, layer)
     return scale * ((f_pred - f_true) ** 2).mean(axis=(1, 2, 3))
+
+
+def torchvision_feature_scale() -> float:
+    """Caffe-scale input (255 x) to torchvision-scale (/ std): 1 / (255 x mean std)."""
+    return 1.0 / (255.0 * float(np.mean(IMAGENET_RGB_STD)))

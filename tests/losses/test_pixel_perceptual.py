@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.losses import reference_losses as ref
-from tfdeblur.losses import PerceptualLoss, PixelLoss
+from tfdeblur.losses import TORCHVISION_FEATURE_SCALE, PerceptualLoss, PixelLoss
 
 
 def _images(rng, shape, dtype="float64"):
@@ -17,17 +17,34 @@ def _images(rng, shape, dtype="float64"):
 
 # ------------------------------------------------------------------------ pixel loss
 
-@pytest.mark.parametrize("normalization, scale", [("mse", 1.0), ("half_mse", 0.5)])
+@pytest.mark.parametrize("normalization, scale, reduce",
+                         [("mse", 1.0, "mean"), ("half_mse", 0.5, "mean"),
+                          ("half_sum", 0.5, "sum")])
 @pytest.mark.parametrize("shape", [(3, 5, 7, 3), (1, 1, 1, 3), (2, 1, 9, 1), (1, 4, 1, 2)])
-def test_pixel_loss_matches_reference(rng, normalization, scale, shape):
+def test_pixel_loss_matches_reference(rng, normalization, scale, reduce, shape):
     s, pred = _images(rng, shape)
     loss = PixelLoss(normalization, dtype="float64")
     per_image = PixelLoss(normalization, reduction=None, dtype="float64")(s, pred)
-    want = ref.pixel_loss(s, pred, scale)
+    want = ref.pixel_loss(s, pred, scale, reduce)
     np.testing.assert_allclose(per_image, want, rtol=1e-12)
-    # The batch's loss is the normalised sum over all its elements.
-    total = scale * ((pred - s) ** 2).sum() / pred.size
+    # The batch's loss: the normalised sum over all its elements (mean), or over the
+    # elements of each image, averaged over the batch (sum).
+    per = pred[0].size if reduce == "mean" else 1
+    total = scale * ((pred - s) ** 2).sum() / (per * len(pred))
     np.testing.assert_allclose(float(loss(s, pred)), total, rtol=1e-12)
+
+
+def test_half_sum_is_the_svrnn_authors_loss_and_24576_times_mse(rng):
+    """The authors' L2Loss.m: sum of squared errors / 2 / batch size; Np / 2 = 24,576 x mse."""
+    s, pred = _images(rng, (4, 128, 128, 3), "float32")
+    diff = pred.astype(np.float64) - s.astype(np.float64)
+    authors = (diff ** 2).sum() / 2 / 4
+    half_sum = float(PixelLoss("half_sum")(s, pred))
+    mse = (diff ** 2).mean()
+    np.testing.assert_allclose(half_sum, authors, rtol=1e-5)
+    assert 128 * 128 * 3 / 2 == 24_576
+    np.testing.assert_allclose(half_sum / mse, 24_576, rtol=1e-5)
+    np.testing.assert_allclose(half_sum / float(PixelLoss("mse")(s, pred)), 24_576, rtol=1e-5)
 
 
 def test_pixel_loss_known_value():
@@ -92,6 +109,8 @@ def test_pixel_loss_bad_inputs(rng):
         loss(np.where(np.isnan(bad), np.inf, s).astype("float32"), pred)
     with pytest.raises(ValueError, match="normalization must be one of"):
         PixelLoss("l1")
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        PixelLoss("sum")
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3])] * 2)
     def traced(a, b):
@@ -101,12 +120,13 @@ def test_pixel_loss_bad_inputs(rng):
         traced(s, pred[:, :3])
 
 
-def test_pixel_loss_serialises():
-    loss = PixelLoss("half_mse", name="pix", reduction="sum")
+@pytest.mark.parametrize("normalization", ["half_mse", "half_sum"])
+def test_pixel_loss_serialises(normalization):
+    loss = PixelLoss(normalization, name="pix", reduction="sum")
     config = keras.saving.serialize_keras_object(loss)
     back = keras.saving.deserialize_keras_object(config)
     assert isinstance(back, PixelLoss)
-    assert (back.normalization, back.name, back.reduction) == ("half_mse", "pix", "sum")
+    assert (back.normalization, back.name, back.reduction) == (normalization, "pix", "sum")
     assert back.get_config() == loss.get_config()
 
 
@@ -128,10 +148,49 @@ def test_perceptual_loss_matches_reference(vgg16_file, rng, layer):
     s, pred = _images(rng, (2, 12, 10, 3), "float32")
     loss = PerceptualLoss(path, layer, reduction=None)
     got = loss(s, pred)
-    want = ref.perceptual_loss(s, pred, weights, layer, 0.5)
+    want = ref.perceptual_loss(s, pred, weights, layer, 0.5, ref.torchvision_feature_scale())
     np.testing.assert_allclose(got, want, rtol=2e-4)
     mse = PerceptualLoss(path, layer, normalization="mse")(s, pred)
     np.testing.assert_allclose(float(mse), 2 * want.mean(), rtol=2e-4)
+    caffe = PerceptualLoss(path, layer, feature_scale=1.0, reduction=None)(s, pred)
+    np.testing.assert_allclose(caffe, ref.perceptual_loss(s, pred, weights, layer, 0.5),
+                               rtol=2e-4)
+
+
+def test_perceptual_loss_features_at_torchvision_scale(vgg16_file, rng):
+    """Default: Caffe-scale features / (255 x mean ImageNet std) = / 57.63; loss / 3,321.2."""
+    path, _ = vgg16_file
+    assert 255 * np.mean([0.229, 0.224, 0.225]) == pytest.approx(57.63, rel=1e-12)
+    assert TORCHVISION_FEATURE_SCALE == pytest.approx(1 / 57.63, rel=1e-12)
+    factor = 3321.2169                                   # 57.63 ** 2
+    assert TORCHVISION_FEATURE_SCALE ** -2 == pytest.approx(factor, rel=1e-12)
+    s, pred = _images(rng, (2, 12, 10, 3), "float32")
+    default = PerceptualLoss(path, reduction=None)
+    assert default.feature_scale == TORCHVISION_FEATURE_SCALE
+    caffe = PerceptualLoss(path, feature_scale=1.0, reduction=None)
+    got, old = np.asarray(default(s, pred)), np.asarray(caffe(s, pred))
+    assert old.min() > 0
+    np.testing.assert_allclose(got, old / factor, rtol=1e-5)
+    half = PerceptualLoss(path, feature_scale=0.5, reduction=None)(s, pred)
+    np.testing.assert_allclose(half, old / 4, rtol=1e-5)
+    for bad in (0, 0.0, -1.0, float("nan"), float("inf"), True, "1", None):
+        with pytest.raises(ValueError, match="feature_scale must be a finite number > 0"):
+            PerceptualLoss(path, feature_scale=bad)
+
+
+def test_vgg16_is_positively_homogeneous_without_biases(vgg16_file, rng):
+    """Why a factor on the features stands for one on the input: ReLU, conv, max-pool."""
+    path, _ = vgg16_file
+    vgg = keras.applications.VGG16(weights=path, include_top=False)
+    features = keras.Model(vgg.input, vgg.get_layer("block3_conv3").output)
+    for layer in vgg.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.bias.assign(np.zeros(layer.bias.shape, "float32"))
+    caffe = rng.uniform(-120, 150, (1, 12, 10, 3)).astype("float32")
+    torch_scale = caffe * TORCHVISION_FEATURE_SCALE
+    np.testing.assert_allclose(np.asarray(features(torch_scale)),
+                               TORCHVISION_FEATURE_SCALE * np.asarray(features(caffe)),
+                               rtol=1e-4, atol=1e-6 * np.abs(features(torch_scale)).max())
 
 
 def test_perceptual_loss_features_are_vgg16_of_bgr_0_255(vgg16_file, rng):
@@ -151,15 +210,18 @@ def test_perceptual_loss_zero_for_identical_and_smallest_size(vgg16_file, rng):
     s = rng.uniform(0, 1, (1, 4, 5, 3)).astype("float32")
     assert float(loss(s, s)) == 0.0
     pred = rng.uniform(0, 1, s.shape).astype("float32")
+    scale = ref.torchvision_feature_scale()
     np.testing.assert_allclose(float(loss(s, pred)),
-                               ref.perceptual_loss(s, pred, weights, "block3_conv3")[0],
+                               ref.perceptual_loss(s, pred, weights, "block3_conv3",
+                                                   feature_scale=scale)[0],
                                rtol=2e-4)
     assert float(loss(s[:0], pred[:0])) == 0.0
     assert PerceptualLoss(path, "block1_conv2").min_size == 1
     one = rng.uniform(0, 1, (1, 1, 1, 3)).astype("float32")
     np.testing.assert_allclose(
         float(PerceptualLoss(path, "block1_conv2")(one, s[:, :1, :1])),
-        ref.perceptual_loss(one, s[:, :1, :1], weights, "block1_conv2")[0], rtol=2e-4)
+        ref.perceptual_loss(one, s[:, :1, :1], weights, "block1_conv2",
+                            feature_scale=scale)[0], rtol=2e-4)
 
 
 def test_perceptual_loss_gradient(vgg16_file, rng):
@@ -222,9 +284,13 @@ def test_perceptual_loss_bad_inputs(vgg16_file, rng):
 
 def test_perceptual_loss_serialises(vgg16_file, rng):
     path, _ = vgg16_file
-    loss = PerceptualLoss(path, "block2_conv2", normalization="mse")
+    loss = PerceptualLoss(path, "block2_conv2", normalization="mse", feature_scale=0.25)
     back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert back.get_config() == loss.get_config()
     assert back.vgg16_weights == os.fspath(path) and back.layer == "block2_conv2"
+    assert back.feature_scale == 0.25
+    default = PerceptualLoss(path)
+    assert PerceptualLoss.from_config(default.get_config()).feature_scale == \
+        TORCHVISION_FEATURE_SCALE
     s, pred = _images(rng, (1, 8, 8, 3), "float32")
     assert float(back(s, pred)) == pytest.approx(float(loss(s, pred)), rel=1e-6)

@@ -27,15 +27,28 @@ def test_svdn_loss_is_the_weighted_sum_of_the_references(vgg16_file, rng):
     sharp, image, flow, positions = _batch(rng)
     loss = SVDNLoss(path, margin=0.5, reduction=None)
     got = loss((sharp, flow), (image, positions))
+    # The perceptual features at torchvision's scale (/ 57.63), for which the paper set 0.01.
+    scale = ref.torchvision_feature_scale()
+    want = (ref.pixel_loss(sharp, image, 0.5)
+            + 0.01 * ref.perceptual_loss(sharp, image, weights, "block3_conv3",
+                                         feature_scale=scale)
+            + 1e-4 * ref.position_loss(positions, flow, 0.5))
+    np.testing.assert_allclose(got, want, rtol=2e-4)
+    assert loss.perceptual.feature_scale == pytest.approx(scale, rel=1e-12)
+    # perceptual_feature_scale=1.0: the Caffe-scale features (3,321 x the perceptual term).
+    caffe = SVDNLoss(path, margin=0.5, perceptual_feature_scale=1.0, reduction=None)
     want = (ref.pixel_loss(sharp, image, 0.5)
             + 0.01 * ref.perceptual_loss(sharp, image, weights, "block3_conv3")
             + 1e-4 * ref.position_loss(positions, flow, 0.5))
-    np.testing.assert_allclose(got, want, rtol=2e-4)
+    np.testing.assert_allclose(caffe((sharp, flow), (image, positions)), want, rtol=2e-4)
+    with pytest.raises(ValueError, match="perceptual_feature_scale must be a finite number > 0"):
+        SVDNLoss(path, perceptual_feature_scale=0)
     # Other weights and layer.
     loss = SVDNLoss(path, perceptual_weight=0.5, position_weight=0.25, margin=0.0,
                     perceptual_layer="block2_conv1", pixel_weight=2.0)
     want = (2.0 * ref.pixel_loss(sharp, image, 0.5)
-            + 0.5 * ref.perceptual_loss(sharp, image, weights, "block2_conv1")
+            + 0.5 * ref.perceptual_loss(sharp, image, weights, "block2_conv1",
+                                        feature_scale=scale)
             + 0.25 * ref.position_loss(positions, flow, 0.0)).mean()
     np.testing.assert_allclose(float(loss([sharp, flow], [image, positions])), want, rtol=2e-4)
 
@@ -83,10 +96,12 @@ def test_svdn_loss_bad_inputs(rng):
 
 def test_svdn_loss_serialises(vgg16_file):
     path, _ = vgg16_file
-    loss = SVDNLoss(path, perceptual_weight=0.02, position_weight=1e-3, margin=0.5)
+    loss = SVDNLoss(path, perceptual_weight=0.02, position_weight=1e-3, margin=0.5,
+                    perceptual_feature_scale=0.1)
     back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(back, SVDNLoss) and back.get_config() == loss.get_config()
     assert back.perceptual is not None and back.vgg16_weights == path
+    assert back.perceptual.feature_scale == 0.1
     no_vgg = SVDNLoss(perceptual_weight=0)
     back = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(no_vgg))
     assert back.perceptual is None and back.get_config() == no_vgg.get_config()
@@ -133,3 +148,6 @@ def test_svdn_loss_compile_arguments_without_positions(vgg16_file):
     args = loss.compile_arguments()
     assert set(args) == {"loss"} and isinstance(args["loss"], SVDNLoss)
     assert args["loss"].position_weight == 0 and args["loss"].perceptual_weight == 0.01
+    scaled = SVDNLoss(path, position_weight=0, perceptual_feature_scale=0.5).compile_arguments()
+    assert scaled["loss"].get_config()["perceptual_feature_scale"] == 0.5
+    assert scaled["loss"].perceptual.feature_scale == 0.5

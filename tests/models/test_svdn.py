@@ -2,6 +2,7 @@
 
 import collections
 import functools
+import inspect
 
 import keras
 import numpy as np
@@ -77,6 +78,37 @@ def test_global_skip_identity_at_zero_head():
                                   mc.smooth_images(2, 9, 7) * 2.0 - 0.5)
 
 
+@pytest.mark.parametrize("return_positions", [False, True])
+def test_identity_init_returns_the_input_exactly(return_positions):
+    """identity_init: the head's last conv starts at zero, so input + residual = input."""
+    x = mc.smooth_images(2, 37, 50)
+    model = tiny(identity_init=True, return_positions=return_positions)
+    out = model(x)
+    image = out[0] if return_positions else out
+    np.testing.assert_array_equal(np.asarray(image), x)
+    head = model.get_layer("head")
+    assert head.zero_init and not np.any(head.reconstruct.kernel.numpy())
+    assert not np.any(head.reconstruct.bias.numpy())
+    # The rest is initialised as without the switch; only that conv differs.
+    assert np.abs(head.upsample.kernel.numpy()).max() > 0
+    plain = np.asarray(tiny()(x))
+    assert np.abs(plain - x).max() > 1e-3
+    # Trained from there: the zero conv gets a gradient, the output moves.
+    with tf.GradientTape() as tape:
+        image = model(x)[0] if return_positions else model(x)
+        value = tf.reduce_mean(tf.square(image - 0.5))
+    grad = tape.gradient(value, head.reconstruct.kernel)
+    assert np.abs(grad.numpy()).max() > 0
+
+
+def test_identity_init_is_a_builder_argument_that_serialises(tmp_path):
+    assert "identity_init" in inspect.signature(svdn).parameters
+    model = tiny(identity_init=True)
+    loaded = mc.assert_save_load_identical(model, mc.smooth_images(1, 9, 8), tmp_path)
+    assert loaded.get_layer("head").zero_init
+    assert not tiny().get_layer("head").zero_init
+
+
 def test_positions_come_from_the_same_forward_pass():
     plain = tiny()
     both = tiny(return_positions=True, seed=3)
@@ -150,6 +182,8 @@ def test_other_channel_counts():
     (dict(kernel_size=0), "kernel_size"),
     (dict(offset_hidden=0), "offset_hidden"),
     (dict(head_width=0), "head_width"),
+    (dict(identity_init=1), "identity_init"),
+    (dict(identity_init="yes"), "identity_init"),
     (dict(implementation="cuda"), "implementation"),
     (dict(input_shape=(None, None, None)), "input_shape"),
 ])

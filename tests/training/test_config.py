@@ -5,11 +5,19 @@ import json
 import os
 import re
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
+from tfdeblur.losses import PixelLoss
 from tfdeblur.training import (
+    AdamL2,
     ConfigError,
     apply_overrides,
+    build_model,
+    build_optimizer,
+    compile_arguments,
     fit_plan,
     load_config,
     read_config_file,
@@ -65,6 +73,7 @@ def test_unknown_keys_are_named(tiny_raw, dotted):
      "is required for the 'step' schedule"),
     ("model.name", "unet", None, "must be one of"),
     ("loss.name", "l1", None, "must be one of"),
+    ("loss.normalization", "sum", None, "must be one of"),
     ("metrics", ["psnr", "lpips"], "metrics[1]", "must be one of"),
     ("data.train.type", "video", None, "must be one of"),
     ("data.train.batch_size", 0, None, "must be an integer >= 1"),
@@ -221,7 +230,8 @@ def test_paper_recipes_hold_the_papers_settings(gopro_tree):
     gopro, vgg = gopro_tree
     svrnn = _recipe("svrnn_gopro", [f"vars.gopro={gopro}", f"model.vgg16_weights={vgg}"])
     opt, data = svrnn["optimizer"], svrnn["data"]["train"]
-    assert svrnn["loss"] == {"name": "pixel", "normalization": "mse"}
+    # The authors' loss scale (sum / 2 / batch), against which their decay 1e-6 was set.
+    assert svrnn["loss"] == {"name": "pixel", "normalization": "half_sum"}
     assert (opt["learning_rate"], opt["beta_1"], opt["beta_2"]) == (1e-4, 0.9, 0.999)
     assert (opt["weight_decay"], opt["weight_decay_mode"]) == (1e-6, "l2")
     assert (data["patch_size"], data["batch_size"], svrnn["train"]["steps"]) == (128, 20, 200000)
@@ -235,6 +245,7 @@ def test_paper_recipes_hold_the_papers_settings(gopro_tree):
     assert opt["schedule"] == {"name": "polynomial", "end_learning_rate": 1e-6, "power": 0.9,
                                "decay_steps": svdn["train"]["steps"]}
     assert (data["patch_size"], data["batch_size"], data["with_flow"]) == (256, 32, True)
+    assert "identity_init" not in svdn["model"]             # the paper's Xavier start
     assert data["augment"] and data.get("flip", True) and data.get("rotate", True) \
         and data.get("permute_channels", True)
     # 2000 epochs of GoPro's 2103 training pairs in batches of 32.
@@ -256,3 +267,72 @@ def test_cpu_configs_resolve(shared_data):
         # Never train on the real GoPro crops: they are the real-blur validation set.
         assert "gopro" not in cfg["data"]["train"]["root"]
         assert cfg["data"]["validation"]["gopro"]["root"].endswith("gopro_patches")
+
+
+def test_pixel_loss_normalizations_are_accepted(tiny_raw):
+    for normalization in ("mse", "half_mse", "half_sum"):
+        cfg = resolve_config(_set(tiny_raw, "loss.normalization", normalization))
+        assert compile_arguments(cfg)["loss"].normalization == normalization
+
+
+def test_svdn_cpu_small_starts_from_the_identity(shared_data):
+    cfg = load_config(os.path.join(CONFIG_DIR, "svdn_cpu_small.json"), base_dir=ROOT)
+    assert cfg["model"]["identity_init"] is True
+    model = build_model(cfg, for_training=False)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 37, 50, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(x)), x)
+
+
+# --------------------------------------------------------- SVRNN's weight decay vs its loss
+
+def _decay_to_data_ratio(loss, optimizer, batch, patch, rng):
+    """|decay term| / |data term| of the gradient for a one-weight network ``pred = w x``.
+
+    The data term is the loss's gradient; the decay term is what the optimizer
+    adds to it, read from its first moment after one step on a zero data
+    gradient (Adam's ``m = (1 - beta_1) g`` after one step).
+    """
+    x = rng.uniform(0, 1, (batch, patch, patch, 3)).astype("float32")
+    y = rng.uniform(0, 1, x.shape).astype("float32")
+    w = keras.Variable(0.8, dtype="float32", name="w")
+    with tf.GradientTape() as tape:
+        value = loss(tf.constant(y), w * tf.constant(x))
+    data = float(tape.gradient(value, w))
+    optimizer.apply_gradients([(tf.zeros_like(w.value), w)])
+    (m,) = [v for v in optimizer.variables if v.name == "w_momentum"]
+    decay = float(m.numpy()) / (1 - optimizer.beta_1)
+    # The authors' loss, sum((w x - y)^2) / 2 / batch, differentiated in float64.
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    authors_data = ((0.8 * xd - yd) * xd).sum() / batch
+    return decay / data, 1e-6 * 0.8 / authors_data
+
+
+@pytest.mark.parametrize("name", ["svrnn_gopro", "svrnn_cpu_small"])
+def test_svrnn_recipes_weight_decay_has_the_authors_strength(name, gopro_tree, rng, request):
+    """Decay / data gradient with the recipe's loss and optimizer = the authors' (L2Loss.m).
+
+    With the per-element mean ("mse") the same decay 1e-6 would be Np / 2 times
+    stronger: 24,576x at SVRNN's 128x128x3 patches (6,144x at the CPU recipe's 64x64).
+    """
+    gopro, vgg = gopro_tree
+    overrides = ([f"vars.gopro={gopro}", f"model.vgg16_weights={vgg}"]
+                 if name == "svrnn_gopro" else [])
+    if name == "svrnn_cpu_small":
+        request.getfixturevalue("shared_data")          # skips without ../shared/data
+    cfg = load_config(os.path.join(CONFIG_DIR, f"{name}.json"), overrides, base_dir=ROOT)
+    train = cfg["data"]["train"]
+    batch, patch = train["batch_size"], train["patch_size"]
+    assert (cfg["optimizer"]["weight_decay"], cfg["optimizer"]["weight_decay_mode"]) == \
+        (1e-6, "l2")
+    optimizer = build_optimizer(cfg["optimizer"])
+    assert isinstance(optimizer, AdamL2) and optimizer.l2 == 1e-6
+    loss = compile_arguments(cfg)["loss"]
+    got, authors = _decay_to_data_ratio(loss, optimizer, batch, patch, rng)
+    assert authors > 0
+    np.testing.assert_allclose(got, authors, rtol=1e-4)
+    # The per-element mean would make the decay Np / 2 times the authors' strength.
+    mse, authors = _decay_to_data_ratio(PixelLoss("mse"), build_optimizer(cfg["optimizer"]),
+                                        batch, patch, rng)
+    np.testing.assert_allclose(mse / authors, patch * patch * 3 / 2, rtol=1e-4)
+    if name == "svrnn_gopro":
+        assert patch * patch * 3 / 2 == 24_576

@@ -317,6 +317,9 @@ class ReconstructionHead(keras.layers.Layer):
         filters: channels of the upsampled feature.
         out_channels: output channels (3 for RGB).
         kernel_initializer: initializer of both kernels.
+        zero_init: initialise the reconstruction conv's kernel and bias to
+            zero (instead of ``kernel_initializer``), so that the head outputs
+            0 until trained: SVDN's ``identity_init``.
         **kwargs: standard ``keras.layers.Layer`` arguments.
 
     Input:
@@ -331,14 +334,18 @@ class ReconstructionHead(keras.layers.Layer):
     """
 
     def __init__(self, filters: int = 32, out_channels: int = 3,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_initializer="glorot_uniform", zero_init: bool = False, **kwargs):
         super().__init__(**kwargs)
         if int(filters) < 1 or int(out_channels) < 1:
             raise ValueError("ReconstructionHead: filters and out_channels must be >= 1, got "
                              f"filters={filters}, out_channels={out_channels}")
+        if not isinstance(zero_init, bool):
+            raise ValueError(f"ReconstructionHead: zero_init must be True or False, got "
+                             f"{zero_init!r}")
         self.filters = int(filters)
         self.out_channels = int(out_channels)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.zero_init = zero_init
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
@@ -352,7 +359,9 @@ class ReconstructionHead(keras.layers.Layer):
         self.prelu.build((None, None, None, self.filters))
         self.reconstruct = keras.layers.Conv2D(
             self.out_channels, 3, padding="same", name="reconstruct",
-            kernel_initializer=_initializer(self.kernel_initializer), dtype=self.dtype_policy)
+            kernel_initializer=("zeros" if self.zero_init
+                                else _initializer(self.kernel_initializer)),
+            bias_initializer="zeros", dtype=self.dtype_policy)
         self.reconstruct.build((None, None, None, self.filters))
         super().build(input_shape)
 
@@ -369,4 +378,5 @@ class ReconstructionHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
                 "out_channels": self.out_channels,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "zero_init": self.zero_init}

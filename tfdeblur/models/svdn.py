@@ -47,6 +47,7 @@ def svdn(width: int = 64,
          kernel_size: int = 5,
          offset_hidden: int | None = None,
          head_width: int | None = None,
+         identity_init: bool = False,
          return_positions: bool = False,
          implementation: str = "auto",
          input_shape: tuple = (None, None, 3),
@@ -77,7 +78,9 @@ def svdn(width: int = 64,
     content feature; 3x3 offset convs; PReLU after each DCN; a 4x4
     transposed conv; Xavier initialisation with zero biases (offset convs
     included, not zero-initialised as in DCNv2's own layer); padding to an
-    even size (below).
+    even size (below). With ``identity_init`` the head's last conv (before
+    the global skip) starts at zero instead, so that the untrained network
+    returns its input exactly.
 
     Input size: height and width are reflect-padded at the bottom/right to
     an even size inside the model and the output is cropped back; every
@@ -101,6 +104,10 @@ def svdn(width: int = 64,
         offset_hidden: hidden channels of the second offset branch (None:
             ``3 * kernel_size**2``).
         head_width: channels after the transposed conv (None: ``width // 2``).
+        identity_init: zero kernel and bias for the head's reconstruction
+            conv, the last layer before the global skip: the residual starts
+            at 0 and the untrained model is the identity (not in the paper,
+            which uses Xavier initialisation throughout).
         return_positions: build a model with two outputs, ``[image,
             positions]``, positions being DCN1's sampling positions
             ``[N, ceil(H/2), ceil(W/2), kernel_size**2, 2]`` (``(py, px)`` in
@@ -135,6 +142,8 @@ def svdn(width: int = 64,
         offset_hidden = check_int(offset_hidden, "offset_hidden", "svdn")
     head_width = (max(width // 2, 1) if head_width is None
                   else check_int(head_width, "head_width", "svdn"))
+    if not isinstance(identity_init, bool):
+        raise ValueError(f"svdn: identity_init must be True or False, got {identity_init!r}")
     try:
         rates = tuple(dilation_rates)
     except TypeError:
@@ -155,7 +164,8 @@ def svdn(width: int = 64,
                                 return_positions=return_positions,
                                 implementation=implementation, name="neck")([blur, content])
     features, positions = neck if return_positions else (neck, None)
-    residual = ReconstructionHead(head_width, channels, name="head")(features)
+    residual = ReconstructionHead(head_width, channels, zero_init=identity_init,
+                                  name="head")(features)
     sharp = keras.layers.Add(name="global_skip")([x, residual])
     sharp = CropTo(name="sharp")([sharp, image])
     if return_positions:

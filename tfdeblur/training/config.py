@@ -27,7 +27,8 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
 - ``model``: ``name`` from :func:`tfdeblur.models.available`, the other keys
   are that builder's arguments. SVDN's ``return_positions`` is set by the
   trainer (from the loss).
-- ``loss``: ``name`` is ``"pixel"`` (:class:`~tfdeblur.losses.PixelLoss`) or
+- ``loss``: ``name`` is ``"pixel"`` (:class:`~tfdeblur.losses.PixelLoss`,
+  ``normalization`` ``"mse"``, ``"half_mse"`` or ``"half_sum"``) or
   ``"svdn"`` (:class:`~tfdeblur.losses.SVDNLoss`), the other keys its
   arguments.
 - ``metrics``: metrics on training batches, names from :data:`METRICS`.
@@ -217,6 +218,8 @@ def _loss_section(d, base: str) -> dict:
     accepted = set(_signature_args(cls.__init__)) - {"self", "reduction", "dtype", "name"}
     args = {k: v for k, v in d.items() if k != "name"}
     _unknown("loss", args, sorted(accepted | {"name"}))
+    if "normalization" in args:
+        check_str("loss.normalization", args["normalization"], list(losses.NORMALIZATIONS))
     if name == "svdn":
         perceptual = args.get("perceptual_weight", 0.01)
         if args.get("vgg16_weights") is None and perceptual != 0:
