@@ -93,6 +93,119 @@ def linear_trajectory(dx: float, dy: float, samples: int = 65) -> np.ndarray:
     return t * np.array([[dx, dy]], np.float64)
 
 
+def accelerated_trajectory(length: float, rng: np.random.Generator, *,
+                           samples: int | None = None, acceleration: float = 1.5,
+                           curvature: float = 1.0, shake: float = 0.1) -> np.ndarray:
+    """A smooth motion path with acceleration: a pan, a walk, a moving object.
+
+    The speed changes linearly over the exposure, ``|v(t)| = 1 + a t`` for
+    ``t`` in [-1/2, 1/2] with ``a`` uniform in ``[-acceleration,
+    acceleration]`` (clipped so that the speed stays >= 0.1 of its mean), the
+    direction turns at a constant rate ``kappa`` uniform in
+    ``[-curvature, curvature]`` radians per exposure, and a small
+    Gauss-Markov shake (:func:`random_trajectory`) of ``shake`` x the extent
+    is added. As with :func:`random_trajectory`, the mid-exposure sample is
+    (0, 0) and the extent is ``length``.
+
+    Args:
+        length: extent in pixels, >= 0.
+        rng: NumPy random generator.
+        samples: number of time samples (made odd); default as
+            :func:`random_trajectory`.
+        acceleration: largest relative speed change over the exposure, >= 0.
+        curvature: largest turn of the direction over the exposure (radians), >= 0.
+        shake: relative amplitude of the added shake, >= 0.
+
+    Returns:
+        float64 ``[T, 2]`` (x, y) displacements, ``T`` odd, ``traj[T // 2] == 0``.
+    """
+    if not np.isfinite(length) or length < 0:
+        raise ValueError(f"length must be a finite number >= 0, got {length}")
+    for name, v in (("acceleration", acceleration), ("curvature", curvature), ("shake", shake)):
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    if samples is None:
+        samples = max(65, int(8 * length) + 1)
+    samples = int(samples)
+    if samples < 3:
+        raise ValueError(f"samples must be >= 3, got {samples}")
+    samples += 1 - samples % 2
+    t = np.linspace(-0.5, 0.5, samples)
+    a = rng.uniform(-acceleration, acceleration)
+    speed = np.maximum(1.0 + a * t, 0.1)
+    angle = rng.uniform(0, 2 * np.pi) + rng.uniform(-curvature, curvature) * t
+    vel = np.stack([speed * np.cos(angle), speed * np.sin(angle)], 1) / (samples - 1)
+    pos = np.concatenate([np.zeros((1, 2)), np.cumsum(vel[1:], axis=0)])
+    pos -= pos[samples // 2]
+    extent = _extent(pos)
+    if extent < 1e-9 or length == 0:
+        return np.zeros_like(pos)
+    pos /= extent
+    if shake > 0:
+        pos += shake * random_trajectory(1.0, rng, samples=samples)
+        pos -= pos[samples // 2]
+        pos /= max(_extent(pos), 1e-9)
+    return pos * length
+
+
+def sample_frames(trajectory: np.ndarray, frames: int) -> np.ndarray:
+    """The positions of ``frames`` equally spaced instants of a trajectory.
+
+    An averaged high-speed video (the GoPro dataset averages 7-13 frames of
+    a 240 fps camera) sees the motion at discrete instants, not continuously:
+    large motions then show separate copies rather than smooth streaks.
+    Rasterise the result with :func:`frames_kernel`.
+
+    Args:
+        trajectory: ``[T, 2]`` (x, y) displacements at equally spaced times.
+        frames: number of instants, >= 1 (the first and last are the ends).
+
+    Returns:
+        float64 ``[frames, 2]``.
+    """
+    traj = np.asarray(trajectory, np.float64)
+    if traj.ndim != 2 or traj.shape[1] != 2 or len(traj) < 1 or not np.isfinite(traj).all():
+        raise ValueError(f"trajectory must be a finite [T, 2] array, got shape {traj.shape}")
+    frames = int(frames)
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if len(traj) == 1 or frames == 1:
+        return traj[[len(traj) // 2]]
+    src = np.linspace(0.0, 1.0, len(traj))
+    dst = np.linspace(0.0, 1.0, frames)
+    return np.stack([np.interp(dst, src, traj[:, 0]), np.interp(dst, src, traj[:, 1])], 1)
+
+
+def frames_kernel(points: np.ndarray, size: int | None = None) -> np.ndarray:
+    """A kernel of equal weights at discrete displacements (bilinearly splatted).
+
+    Args:
+        points: ``[F, 2]`` (x, y) displacements, e.g. from :func:`sample_frames`.
+        size: kernel side (odd); default the smallest that holds them.
+
+    Returns:
+        ``[size, size]`` float32 kernel summing to 1.
+    """
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 1 or not np.isfinite(pts).all():
+        raise ValueError(f"points must be a finite [F, 2] array, got shape {pts.shape}")
+    radius = int(np.ceil(np.abs(pts).max())) + 1
+    if size is None:
+        size = 2 * radius + 1
+    elif size % 2 == 0 or size < 2 * radius + 1:
+        raise ValueError(f"size must be odd and at least {2 * radius + 1} for these points, "
+                         f"got {size}")
+    c = size // 2
+    x, y = pts[:, 0] + c, pts[:, 1] + c
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    k = np.zeros((size, size), np.float64)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            np.add.at(k, (y0 + dy, x0 + dx), wy * wx)
+    return (k / k.sum()).astype(np.float32)
+
+
 def _extent(points: np.ndarray) -> float:
     if len(points) < 2:
         return 0.0
@@ -319,8 +432,32 @@ class BlurConfig:
         p_jpeg: probability of re-compressing the blurry image as JPEG.
         jpeg_quality: (min, max) JPEG quality.
         gamma: when set (e.g. 2.2), blur in linear light: ``x ** gamma``
-            before, ``** (1 / gamma)`` after (GoPro's ``blur_gamma``).
+            before, ``** (1 / gamma)`` after (GoPro's ``blur_gamma``): the
+            camera's tone curve is applied after the exposure is integrated.
         quantize: round the blurry image to 8-bit levels, like a saved photo.
+        p_accelerated: probability that a trajectory (background or
+            foreground) is a smooth accelerating, turning path
+            (:func:`accelerated_trajectory`) rather than hand shake.
+        acceleration, curvature: their ranges (see :func:`accelerated_trajectory`).
+        frames: ``(min, max)`` number of discrete instants the exposure is
+            made of (averaged high-speed frames, GoPro: 7-13); ``None``: a
+            continuous exposure. Recorded kernels are used as they are.
+        foreground_layers: ``(min, max)`` number of independently moving
+            foreground layers when there is a foreground; each occludes
+            what lies behind it, with its blurred matte.
+        p_highlights: probability that the scene's highlights are brighter
+            than the sensor's range: in linear light, pixels whose brightest
+            channel exceeds ``highlight_threshold`` (display value) are
+            multiplied by up to ``highlight_gain`` (ramping from 1 at the
+            threshold), blurred, then clipped, so that lights smear into
+            saturated streaks as in real photos. The sharp target is clipped
+            the same way.
+        highlight_gain: ``(min, max)`` of the largest gain.
+        highlight_threshold: display value above which the gain ramps up.
+        shot_noise, read_noise: ``(min, max)`` of the sensor noise in linear
+            light, added before the tone curve: variance ``shot * x +
+            read ** 2`` at linear value ``x`` (Poisson-Gaussian, Foi et al.
+            2008).
     """
 
     max_length: float = 20.0
@@ -335,6 +472,16 @@ class BlurConfig:
     jpeg_quality: tuple[int, int] = (60, 95)
     gamma: float | None = None
     quantize: bool = True
+    p_accelerated: float = 0.0
+    acceleration: float = 1.5
+    curvature: float = 1.0
+    frames: tuple[int, int] | None = None
+    foreground_layers: tuple[int, int] = (1, 1)
+    p_highlights: float = 0.0
+    highlight_gain: tuple[float, float] = (1.5, 6.0)
+    highlight_threshold: float = 0.9
+    shot_noise: tuple[float, float] = (0.0, 0.0)
+    read_noise: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self):
         if not 0 <= self.min_length <= self.max_length:
@@ -343,7 +490,7 @@ class BlurConfig:
         if self.foreground_max_length < 0:
             raise ValueError(f"BlurConfig: foreground_max_length must be >= 0, got "
                              f"{self.foreground_max_length}")
-        for name in ("p_recorded", "p_foreground", "p_jpeg"):
+        for name in ("p_recorded", "p_foreground", "p_jpeg", "p_accelerated", "p_highlights"):
             p = getattr(self, name)
             if not 0 <= p <= 1:
                 raise ValueError(f"BlurConfig: {name} must be in [0, 1], got {p}")
@@ -357,6 +504,29 @@ class BlurConfig:
                              f"got {self.jpeg_quality}")
         if self.gamma is not None and not self.gamma > 0:
             raise ValueError(f"BlurConfig: gamma must be > 0 or None, got {self.gamma}")
+        for name in ("acceleration", "curvature"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"BlurConfig: {name} must be a finite number >= 0, got {v}")
+        ranges = {"foreground_layers": (0, True), "highlight_gain": (1.0, False),
+                  "shot_noise": (0.0, False), "read_noise": (0.0, False)}
+        if self.frames is not None:
+            ranges["frames"] = (1, True)
+        for name, (minimum, integer) in ranges.items():
+            v = getattr(self, name)
+            ok = (isinstance(v, (tuple, list)) and len(v) == 2
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                          and np.isfinite(x) and (not integer or float(x).is_integer())
+                          for x in v)
+                  and minimum <= v[0] <= v[1])
+            if not ok:
+                kind = "integers" if integer else "numbers"
+                raise ValueError(f"BlurConfig: {name} must be (min, max) {kind} with "
+                                 f"{minimum} <= min <= max, got {v!r}")
+            object.__setattr__(self, name, tuple(int(x) if integer else float(x) for x in v))
+        if not 0.0 <= self.highlight_threshold < 1.0:
+            raise ValueError(f"BlurConfig: highlight_threshold must be in [0, 1), got "
+                             f"{self.highlight_threshold}")
         object.__setattr__(self, "kernels",
                            tuple(center_kernel(k) for k in self.kernels))
 
@@ -391,14 +561,31 @@ class SyntheticPair:
     foreground_kernel: np.ndarray | None
 
 
-def _draw_motion(rng: np.random.Generator, lo: float, hi: float,
-                 kernels: tuple = (), p_recorded: float = 0.0):
+def _draw_motion(rng: np.random.Generator, lo: float, hi: float, cfg: "BlurConfig",
+                 recorded: bool = True):
     """(kernel, endpoints [2, 2]) from a recorded kernel or a fresh random trajectory."""
-    if kernels and rng.random() < p_recorded:
-        k = kernels[int(rng.integers(len(kernels)))]
+    if recorded and cfg.kernels and rng.random() < cfg.p_recorded:
+        k = cfg.kernels[int(rng.integers(len(cfg.kernels)))]
         return k, kernel_endpoints(k)
-    traj = random_trajectory(rng.uniform(lo, hi), rng)
-    return trajectory_kernel(traj), np.stack([traj[0], traj[-1]])
+    length = rng.uniform(lo, hi)
+    if cfg.p_accelerated > 0 and rng.random() < cfg.p_accelerated:
+        traj = accelerated_trajectory(length, rng, acceleration=cfg.acceleration,
+                                      curvature=cfg.curvature)
+    else:
+        traj = random_trajectory(length, rng)
+    if cfg.frames is not None:
+        n = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
+        kernel = frames_kernel(sample_frames(traj, n))
+    else:
+        kernel = trajectory_kernel(traj)
+    return kernel, np.stack([traj[0], traj[-1]])
+
+
+def _highlight_gain(display: np.ndarray, gain: float, threshold: float) -> np.ndarray:
+    """Per-pixel gain ``[H, W, 1]``: 1 below ``threshold``, ramping to ``gain`` at 1."""
+    v = display.max(axis=2, keepdims=True)
+    ramp = np.clip((v - threshold) / (1.0 - threshold), 0.0, 1.0)
+    return 1.0 + (gain - 1.0) * ramp
 
 
 def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator, *,
@@ -445,22 +632,47 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator, *,
     lin = (lambda x: np.power(np.clip(x, 0, 1), cfg.gamma)) if cfg.gamma else (lambda x: x)
     unlin = (lambda x: np.power(np.clip(x, 0, 1), 1 / cfg.gamma)) if cfg.gamma else (lambda x: x)
 
-    k_bg, ends_bg = _draw_motion(rng, cfg.min_length, cfg.max_length, cfg.kernels, cfg.p_recorded)
+    gain = None
+    if cfg.p_highlights > 0 and rng.random() < cfg.p_highlights:
+        gain = rng.uniform(*cfg.highlight_gain)
+
+    def radiance(x: np.ndarray) -> np.ndarray:
+        """Linear-light scene radiance of a display-referred image (highlights boosted)."""
+        r = lin(x)
+        return r if gain is None else r * _highlight_gain(x, gain, cfg.highlight_threshold)
+
+    def shown(x: np.ndarray) -> np.ndarray:
+        """What the camera records of a sharp display-referred image (saturated highlights)."""
+        return x if gain is None else unlin(np.clip(radiance(x), 0.0, 1.0))
+
+    k_bg, ends_bg = _draw_motion(rng, cfg.min_length, cfg.max_length, cfg)
     flow = np.empty((h, w, 4), np.float32)
     flow[...] = ends_bg.reshape(4)
-    blurry_lin = blur(lin(s), k_bg)
-    target = s
+    blurry_lin = blur(radiance(s), k_bg)
+    target = shown(s)
     mask = np.zeros((h, w), np.float32)
     k_fg = None
     if rng.random() < cfg.p_foreground:
-        k_fg, ends_fg = _draw_motion(rng, 0.0, cfg.foreground_max_length)
-        mask = random_foreground_mask(h, w, rng, area=cfg.foreground_area)
-        fg = texture()
-        a = mask[:, :, None]
-        target = a * fg + (1 - a) * s
-        blurry_lin = blur(a * lin(fg), k_fg) + (1 - blur(a, k_fg)) * blurry_lin
-        flow[mask >= 0.5] = ends_fg.reshape(4)
-    blurry = unlin(np.clip(blurry_lin, 0.0, 1.0))
+        lo_layers, hi_layers = cfg.foreground_layers
+        layers = lo_layers if lo_layers == hi_layers else int(rng.integers(lo_layers,
+                                                                           hi_layers + 1))
+        for _ in range(layers):
+            k_fg, ends_fg = _draw_motion(rng, 0.0, cfg.foreground_max_length, cfg,
+                                         recorded=False)
+            m = random_foreground_mask(h, w, rng, area=cfg.foreground_area)
+            fg = texture()
+            a = m[:, :, None]
+            target = a * shown(fg) + (1 - a) * target
+            blurry_lin = blur(a * radiance(fg), k_fg) + (1 - blur(a, k_fg)) * blurry_lin
+            flow[m >= 0.5] = ends_fg.reshape(4)
+            mask = np.maximum(mask, m)
+    blurry_lin = np.clip(blurry_lin, 0.0, 1.0)
+    shot, read = cfg.shot_noise, cfg.read_noise
+    if shot[1] > 0 or read[1] > 0:
+        var = rng.uniform(*shot) * blurry_lin + rng.uniform(*read) ** 2
+        blurry_lin = np.clip(blurry_lin + np.sqrt(var) * rng.standard_normal(blurry_lin.shape),
+                             0.0, 1.0)
+    blurry = unlin(blurry_lin)
 
     lo, hi = cfg.noise_sigma
     if hi > 0:
