@@ -35,6 +35,7 @@ from tfdeblur.layers._empty_batch import pad_empty_batch
 
 __all__ = [
     "PerceptualLoss",
+    "CharbonnierLoss",
     "PixelLoss",
     "PositionLoss",
     "SVDNLoss",
@@ -185,6 +186,44 @@ class PixelLoss(_Loss):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "normalization": self.normalization}
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class CharbonnierLoss(_Loss):
+    """Charbonnier (smooth L1) pixel loss: ``mean(sqrt((L - S)^2 + eps^2))`` per image.
+
+    Not one of the three papers' losses (all use L2): later restoration work
+    (LapSRN, MPRNet, and most deblurring networks since) trains with it
+    because it does not let a few large errors dominate, which favours
+    sharp edges over the smooth averages an L2 loss settles for. With
+    ``epsilon`` -> 0 it is the mean absolute error (L1).
+
+    Args:
+        epsilon: smoothing in image units (default 1e-3, MPRNet's), > 0.
+        name, reduction, dtype: as for ``keras.losses.Loss``.
+
+    Input: ``y_true``, ``y_pred``: float ``[N, H, W, C]`` of one shape.
+    Output: scalar (per-image ``[N]`` with ``reduction=None``).
+
+    Example:
+        >>> model.compile(optimizer="adam", loss=CharbonnierLoss())
+    """
+
+    def __init__(self, epsilon: float = 1e-3, name: str = "charbonnier_loss",
+                 reduction: str | None = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.epsilon = _check_number(epsilon, "epsilon", "CharbonnierLoss")
+        if not self.epsilon > 0:
+            raise ValueError(f"CharbonnierLoss: epsilon must be > 0, got {epsilon!r}")
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred = _image_pair(y_true, y_pred, self.name)
+        d = tf.cast(y_pred - y_true, tf.float32)
+        value = tf.reduce_mean(tf.sqrt(tf.square(d) + self.epsilon ** 2), axis=[1, 2, 3])
+        return tf.cast(value, self.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 def _pools_before(vgg: keras.Model, layer: str) -> int:

@@ -294,3 +294,21 @@ def test_perceptual_loss_serialises(vgg16_file, rng):
         TORCHVISION_FEATURE_SCALE
     s, pred = _images(rng, (1, 8, 8, 3), "float32")
     assert float(back(s, pred)) == pytest.approx(float(loss(s, pred)), rel=1e-6)
+
+
+def test_charbonnier_matches_float64_reference():
+    from tfdeblur.losses import CharbonnierLoss
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 9, 13, 3)), rng.random((3, 9, 13, 3))
+    ref = np.mean(np.sqrt((b - a) ** 2 + 1e-6), axis=(1, 2, 3))
+    loss = CharbonnierLoss(reduction=None)
+    np.testing.assert_allclose(loss(a.astype("float32"), b.astype("float32")).numpy(), ref,
+                               rtol=1e-5)
+    # epsilon -> 0: the mean absolute error.
+    tiny = CharbonnierLoss(epsilon=1e-9)(a.astype("float32"), b.astype("float32"))
+    np.testing.assert_allclose(tiny.numpy(), np.mean(np.abs(b - a)), rtol=1e-5)
+    assert CharbonnierLoss.from_config(loss.get_config()).epsilon == 1e-3
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="epsilon"):
+            CharbonnierLoss(epsilon=bad)

@@ -28,8 +28,8 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   are that builder's arguments. SVDN's ``return_positions`` is set by the
   trainer (from the loss).
 - ``loss``: ``name`` is ``"pixel"`` (:class:`~tfdeblur.losses.PixelLoss`,
-  ``normalization`` ``"mse"``, ``"half_mse"`` or ``"half_sum"``) or
-  ``"svdn"`` (:class:`~tfdeblur.losses.SVDNLoss`), the other keys its
+  ``normalization`` ``"mse"``, ``"half_mse"`` or ``"half_sum"``),
+  ``"charbonnier"`` (:class:`~tfdeblur.losses.CharbonnierLoss`) or ``"svdn"`` (:class:`~tfdeblur.losses.SVDNLoss`), the other keys its
   arguments.
 - ``metrics``: metrics on training batches, names from :data:`METRICS`.
 - ``optimizer``: Adam; ``weight_decay_mode`` ``"l2"`` adds
@@ -72,7 +72,7 @@ from typing import Any
 REQUIRED = "REQUIRED"
 #: Metrics on training batches (``metrics`` key).
 METRICS = ("psnr", "ssim")
-LOSSES = ("pixel", "svdn")
+LOSSES = ("pixel", "charbonnier", "svdn")
 SCHEDULES = ("constant", "polynomial", "step")
 DATASET_TYPES = ("synthetic", "paired")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
@@ -214,7 +214,8 @@ def _loss_section(d, base: str) -> dict:
 
     d = check_mapping("loss", d)
     name = check_str("loss.name", d.get("name"), LOSSES)
-    cls = {"pixel": losses.PixelLoss, "svdn": losses.SVDNLoss}[name]
+    cls = {"pixel": losses.PixelLoss, "charbonnier": losses.CharbonnierLoss,
+           "svdn": losses.SVDNLoss}[name]
     accepted = set(_signature_args(cls.__init__)) - {"self", "reduction", "dtype", "name"}
     args = {k: v for k, v in d.items() if k != "name"}
     _unknown("loss", args, sorted(accepted | {"name"}))

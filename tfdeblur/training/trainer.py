@@ -84,6 +84,8 @@ def compile_arguments(cfg: dict) -> dict:
     try:
         if cfg["loss"]["name"] == "pixel":
             out = {"loss": losses.PixelLoss(**args)}
+        elif cfg["loss"]["name"] == "charbonnier":
+            out = {"loss": losses.CharbonnierLoss(**args)}
         else:
             out = losses.SVDNLoss(**args).compile_arguments()
     except (TypeError, ValueError, FileNotFoundError, OSError) as e:
