@@ -4,6 +4,14 @@ Networks: SVRNN (Zhang et al., CVPR 2018), SVDN (Yuan, Su, Ma, CVPR 2020) and
 LMFN (Zhang et al.), built on two compiled ops (gated spatial recurrence and
 modulated deformable convolution) that also have portable pure-TensorFlow
 twins for SavedModel / TFLite export.
+
+Deblurring a photo with a bundled trained model (see :mod:`tfdeblur.pretrained`):
+
+    >>> import tfdeblur
+    >>> sharp = tfdeblur.deblur("photo.png")        # float32 [H, W, 3] in [0, 1]
+    >>> model = tfdeblur.load("lmfn_small")         # a bundled name, or a .keras path
+
+``import tfdeblur`` does not import TensorFlow; ``load`` and ``deblur`` do.
 """
 
 import os as _os
@@ -12,3 +20,7 @@ import os as _os
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
+
+from tfdeblur._api import deblur, load  # noqa: E402 - after the backend is chosen
+
+__all__ = ["__version__", "deblur", "load"]

@@ -1,16 +1,18 @@
-"""Command-line tool: ``tfdeblur info | models | deblur | export``.
+"""Command-line tool: ``tfdeblur info | models | deblur | demo | export | train``.
 
     tfdeblur info                       # versions, compiled-op status, models
-    tfdeblur models                     # the architectures and their sizes
-    tfdeblur deblur -m model.keras blurry.png -o sharp.png
-    tfdeblur deblur -m model.keras frames/ -o out/ --tile 512
+    tfdeblur models                     # the bundled trained models, then the architectures
+    tfdeblur deblur blurry.png -o sharp.png            # the best bundled model
+    tfdeblur deblur -m lmfn_small frames/ -o out/ --tile 512    # a bundled model by name
+    tfdeblur deblur -m model.keras blurry.png -o sharp.png      # a model file
+    tfdeblur demo [-m NAME] [-o demo_output/]          # deblur the bundled real blurry photo
     tfdeblur export -m model.keras --saved-model models/m/1
-    tfdeblur train --config lmfn_cpu_small --run-dir runs/lmfn
-    tfdeblur export -m model.keras --saved-model exports/svdn/1
     tfdeblur export -m model.keras --tflite svdn.tflite --size 256x256 --quantize float16
+    tfdeblur train --config lmfn_cpu_small --run-dir runs/lmfn
 
-``deblur`` needs a trained model file (``.keras``); no pretrained weights are
-bundled yet and none are downloaded.
+Bundled models are listed by ``tfdeblur models`` (see :mod:`tfdeblur.pretrained`);
+nothing is ever downloaded. Without a bundled model, ``deblur`` needs ``-m FILE.keras``
+and ``demo`` fails with a message saying so.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import json
 import os
 import sys
+
+from tfdeblur import pretrained
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,12 +42,48 @@ def _info(args) -> int:
         print(f"compiled ops: not in use ({ops.compiled_unavailable_reason()}); portable path")
     print(f"GPUs: {len(tf.config.list_physical_devices('GPU'))}")
     print(f"models: {', '.join(models.available())}")
+    try:
+        bundled = pretrained.available()
+        best = pretrained.best() if bundled else None
+    except pretrained.PretrainedError as e:  # reported, not fatal: this command diagnoses
+        print(f"bundled trained models: unusable: {e}")
+        return 0
+    if bundled:
+        print(f"bundled trained models: {', '.join(bundled)} (best: {best}; "
+              f"`tfdeblur models` compares them)")
+    else:
+        print(f"bundled trained models: none yet (in {pretrained.search_dir()}); "
+              f"`tfdeblur deblur -m FILE.keras` runs a model you trained")
     return 0
+
+
+def _psnr_cell(scores: dict) -> str:
+    return f"{scores['psnr']:.2f} ({scores['blurry_psnr']:.2f})"
 
 
 def _models(args) -> int:
     from tfdeblur import models
 
+    names = pretrained.available()
+    if names:
+        best = pretrained.best()
+        print("Bundled trained models (PSNR dB of the output, in brackets of the blurry input; "
+              "GoPro: 30 real 128x128 crops, never trained on):")
+        print()
+        print("| bundled model | architecture | parameters | GoPro crops PSNR | "
+              "Kodak24 synthetic PSNR | MB |")
+        print("|---|---|---:|---:|---:|---:|")
+        for name in names:
+            c = pretrained.card(name)
+            size = os.path.getsize(pretrained.path(name)) / 1e6
+            print(f"| {name}{' (best)' if name == best else ''} | {c['architecture']} | "
+                  f"{c['parameters']:,} | {_psnr_cell(c['validation']['gopro_patches'])} | "
+                  f"{_psnr_cell(c['validation']['kodak24_synthetic'])} | {size:.1f} |")
+    else:
+        print(f"Bundled trained models: none yet (in {pretrained.search_dir()}).")
+    print()
+    print("Architectures (paper configurations, untrained):")
+    print()
     print("| model | parameters | float32 MB |")
     print("|---|---:|---:|")
     for name in models.available():
@@ -54,14 +94,30 @@ def _models(args) -> int:
 
 
 def _deblur(args) -> int:
-    from tfdeblur.inference import deblur_files, load_model
+    from tfdeblur._api import resolve_model
+    from tfdeblur.inference import deblur_files
 
-    model = load_model(args.model)
+    model, description = resolve_model(args.model)
+    if not args.quiet:
+        print(f"model: {description}")
     written = deblur_files(model, args.inputs, args.output, tile=args.tile,
                            overlap=args.overlap, batch_size=args.batch_size,
                            suffix=args.suffix, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.output}")
+    return 0
+
+
+def _demo(args) -> int:
+    from tfdeblur import demo
+
+    result = demo.run(args.model, args.output, input_path=args.input, tile=args.tile)
+    h, w = result.size
+    print(f"model: {result.model}")
+    print(f"input: {result.input} ({w}x{h})")
+    print(f"model load {result.load_seconds:.2f} s, inference {result.inference_seconds:.2f} s")
+    print(f"wrote {result.deblurred}")
+    print(f"wrote {result.side_by_side} (blurry | deblurred, zoomed crop underneath)")
     return 0
 
 
@@ -115,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfdeblur", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, compiled-op status, available models")
-    sub.add_parser("models", help="list the architectures with their parameter counts")
-    d = sub.add_parser("deblur", help="deblur image files with a trained .keras model")
+    sub.add_parser("models", help="list the bundled trained models, then the architectures")
+    d = sub.add_parser("deblur", help="deblur image files (the best bundled model, or -m)")
     d.add_argument("inputs", nargs="+", help="image files or folders of images")
-    d.add_argument("-m", "--model", required=True, help="trained model file (.keras)")
+    d.add_argument("-m", "--model", default=None,
+                   help="a bundled model name (`tfdeblur models`) or a trained .keras file "
+                        "(default: the best bundled model)")
     d.add_argument("-o", "--output", required=True,
                    help="output folder, or an output file when there is one input")
     d.add_argument("--tile", type=int, default=None,
@@ -127,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=int, default=4, help="tiles per model call")
     d.add_argument("--suffix", default="", help="added to output file names")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    m = sub.add_parser("demo", help="deblur the bundled real blurry photo; writes "
+                                    "deblurred.png and side_by_side.png")
+    m.add_argument("-m", "--model", default=None,
+                   help="a bundled model name or a .keras file (default: the best bundled model)")
+    m.add_argument("-o", "--output", default="demo_output", help="output folder (created)")
+    m.add_argument("--input", default=None,
+                   help="another image instead of the bundled photo (GoPro, 1280x720)")
+    m.add_argument("--tile", type=int, default=None,
+                   help="process the image as overlapping tiles of this size")
     e = sub.add_parser("export", help="export a trained .keras model for TF Serving "
                                       "(SavedModel) or TFLite, stock TensorFlow ops only")
     e.add_argument("-m", "--model", required=True, help="trained model file (.keras)")
@@ -154,8 +221,8 @@ def _train(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"info": _info, "models": _models, "deblur": _deblur, "export": _export,
-                "train": _train}
+    handlers = {"info": _info, "models": _models, "deblur": _deblur, "demo": _demo,
+                "export": _export, "train": _train}
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
