@@ -1,0 +1,1 @@
+"""The benchmark scripts: their baselines are real and they run end to end."""
