@@ -24,17 +24,35 @@ place only after it has been verified:
 A model built with ``return_positions=True`` (SVDN training) is exported with
 its image output only. Verification failures raise :class:`ExportError` and
 leave nothing at the destination.
+
+Everything an export writes before it is published (the export, the TFLite
+converter's intermediate SavedModel, the verifier's arrays) lives in one hidden
+folder next to the destination, marked with the exporting process's id; the
+verifier process exits with the exporting one. An export that is killed
+leaves that folder behind, and the next export into the same parent folder
+removes it once the process that made it no longer runs.
+
+``overwrite=True`` replaces only an export of the same kind (see
+:func:`check_destination`): a SavedModel folder (or an empty folder) or a
+TFLite flatbuffer, never the source model, a folder containing it, the
+current working folder or one of its parents, or a symbolic link to
+something outside its own folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -44,11 +62,13 @@ import tensorflow as tf
 
 __all__ = [
     "CUSTOM_OP_PREFIX",
+    "DESTINATION_KINDS",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "QUANTIZATIONS",
     "SIGNATURE_KEY",
     "ExportError",
+    "check_destination",
     "convert_tflite",
     "export_saved_model",
     "portable_model",
@@ -328,61 +348,326 @@ def _rebuild_same_ops(model: keras.Model, input_shape) -> keras.Model:
     return copy
 
 
-# ------------------------------------------------------------------ atomic writes
+# ------------------------------------------------------------------ destinations
+
+#: ``kind`` values of :func:`check_destination`.
+DESTINATION_KINDS = ("saved_model", "tflite")
+_WHAT = {"saved_model": "SavedModel folder", "tflite": "TFLite file"}
+# Everything tf.saved_model.save (and Keras's and TF1's exporters) write in a
+# SavedModel folder; a folder holding anything else is not replaced.
+_SAVED_MODEL_ENTRIES = frozenset({"saved_model.pb", "saved_model.pbtxt", "variables", "assets",
+                                  "assets.extra", "fingerprint.pb", "keras_metadata.pb"})
+_VARIABLES_FILE = re.compile(r"variables\.(index|data-\d{5}-of-\d{5})")
+# A TFLite file is a flatbuffer with the file identifier "TFL3" at bytes 4..8.
+_TFLITE_IDENTIFIER = b"TFL3"
 
 
 def _exists_error(path: str, what: str) -> FileExistsError:
     return FileExistsError(f"{what} {path} already exists (pass overwrite=True to replace it)")
 
 
-def _prepare_destination(path, overwrite: bool, what: str, folder: bool) -> str:
+def _within(path: str, folder: str) -> bool:
+    """Whether the absolute ``path`` is ``folder`` or lies inside it."""
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_destination(path: str | os.PathLike, kind: str, *, overwrite: bool = False,
+                      source: str | os.PathLike | None = None) -> str:
+    """Checks that an export may be written to ``path`` before any work is done.
+
+    A new path is always accepted, except inside the source SavedModel
+    folder. An existing one is replaced only with ``overwrite=True`` and only
+    when it is an export of the same kind: a SavedModel folder (it holds
+    ``saved_model.pb`` or ``saved_model.pbtxt`` and nothing that is not part
+    of a SavedModel: ``variables/``, ``assets/``, ``assets.extra/``,
+    ``fingerprint.pb``, ``keras_metadata.pb``) or an empty folder, or a TFLite
+    flatbuffer (``"TFL3"`` at bytes 4..8). Never replaced, even then: the
+    source model or a folder containing it, the current working folder or
+    one of its parents, a symbolic link to something outside its own folder.
+
+    Args:
+        path: the SavedModel folder or ``.tflite`` file to write.
+        kind: ``"saved_model"`` or ``"tflite"``.
+        overwrite: whether an existing export at ``path`` may be replaced.
+        source: the path of the model being exported (``.keras`` file or
+            SavedModel folder), None when it is an in-memory model.
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        FileExistsError: ``path`` exists and is not replaced (the message
+            says why).
+        ValueError: ``path`` lies inside the source SavedModel, is a folder
+            for a TFLite file or a file for a SavedModel, or a bad ``kind``.
+
+    Example:
+        >>> check_destination("models/svdn/1", "saved_model", overwrite=True,
+        ...                   source="svdn.keras")
+        '/.../models/svdn/1'
+    """
+    if kind not in DESTINATION_KINDS:
+        raise ValueError(f"kind must be one of {DESTINATION_KINDS}, got {kind!r}")
+    what = _WHAT[kind]
     path = os.path.abspath(os.fspath(path))
-    if os.path.lexists(path):
-        if not overwrite:
-            raise _exists_error(path, what)
-        if not folder and os.path.isdir(path):
-            raise ValueError(f"path {path} is a folder; the {what} must be a file path")
+    real = os.path.realpath(path)
+    source_real = None if source is None else os.path.realpath(os.fspath(source))
+    if source_real is not None and os.path.isdir(source_real) and _within(real, source_real):
+        raise ValueError(f"{what} {path} lies inside the source SavedModel {source}; "
+                         f"write it outside the folder being converted")
+    if not os.path.lexists(path):
+        return path
+    if not overwrite:
+        raise _exists_error(path, what)
+    if kind == "tflite" and os.path.isdir(real):
+        raise ValueError(f"path {path} is a folder; the {what} must be a file path")
+    if kind == "saved_model" and os.path.lexists(real) and not os.path.isdir(real):
+        raise ValueError(f"path {path} is a file; the {what} must be a folder path")
+    reason = _not_replaceable(path, real, kind, source_real)
+    if reason is not None:
+        raise FileExistsError(f"{what} {path} already exists and is not replaced (even with "
+                              f"overwrite=True): {reason}")
+    return path
+
+
+def _not_replaceable(path: str, real: str, kind: str, source_real: str | None) -> str | None:
+    """Why the existing ``path`` (real path ``real``) must not be replaced, None if it may."""
+    if source_real is not None:
+        if real == source_real:
+            return "it is the source model"
+        if _within(source_real, real):
+            return f"it contains the source model {source_real}"
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except OSError:  # the working folder was deleted: nothing to protect there
+        cwd = None
+    if cwd is not None and _within(cwd, real):
+        return ("it is the current working folder" if cwd == real
+                else f"it contains the current working folder {cwd}")
+    if os.path.islink(path):
+        folder = os.path.realpath(os.path.dirname(path))
+        if real == folder or not _within(real, folder):
+            return f"it is a symbolic link to {real}, outside its folder {folder}"
+    if kind == "saved_model":
+        return _not_a_saved_model(real)
+    return _not_a_tflite_file(real)
+
+
+def _not_a_saved_model(folder: str) -> str | None:
+    try:
+        entries = os.listdir(folder)
+    except OSError as e:  # e.g. a link to nothing
+        return f"it cannot be listed ({e.strerror})"
+    if not entries:
+        return None  # an empty folder: nothing to lose
+    foreign = sorted(set(entries) - _SAVED_MODEL_ENTRIES)
+    if foreign:
+        return f"it is not a SavedModel folder: it holds {_names(foreign)}"
+    if not any(os.path.isfile(os.path.join(folder, name))
+               for name in ("saved_model.pb", "saved_model.pbtxt")):
+        return "it is not a SavedModel folder: it has no saved_model.pb or saved_model.pbtxt"
+    variables = os.path.join(folder, "variables")
+    if os.path.lexists(variables):
+        if os.path.islink(variables) or not os.path.isdir(variables):
+            return "its variables entry is not a folder"
+        foreign = sorted(n for n in os.listdir(variables) if not _VARIABLES_FILE.fullmatch(n))
+        if foreign:
+            return f"its variables folder holds {_names(foreign)}, which no SavedModel writes"
+    return None
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _not_a_tflite_file(file: str) -> str | None:
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            return "it is not a regular file"
+        with open(file, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror})"
+    if len(head) < 8 or head[4:8] != _TFLITE_IDENTIFIER:
+        return "it is not a TFLite flatbuffer (no 'TFL3' identifier at bytes 4..8)"
+    return None
+
+
+def _prepare_destination(path, overwrite: bool, kind: str, source) -> str:
+    path = check_destination(path, kind, overwrite=overwrite, source=source)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     return path
 
 
-def _publish(tmp: str, path: str, overwrite: bool, what: str) -> None:
-    """Moves the finished ``tmp`` (same folder as ``path``) to ``path`` in one rename."""
-    if os.path.isdir(tmp):
+def _source_path(model) -> str | os.PathLike | None:
+    return model if isinstance(model, (str, os.PathLike)) else None
+
+
+# ------------------------------------------------------------------ atomic writes
+
+# Everything an export writes before it is published lives in one hidden
+# folder next to the destination, named after it and the exporting process
+# and holding a marker (process id, host, process start time). A killed export
+# leaves that folder behind; the next export into the same parent folder
+# removes it once its process no longer runs.
+_WORK_TAG = ".tfdeblur-tmp-"
+_WORK_NAME = re.compile(r"\..*\.tfdeblur-tmp-(\d+)-[a-z0-9_]{8}")
+_MARKER = "tfdeblur-export.json"
+# An old destination set aside while the new one is renamed in (see _publish).
+_SET_ASIDE = "old"
+# A work folder without its marker (its process was killed within microseconds
+# of creating it) is judged by the process id in its name once it is older
+# than this, so that a folder just being made is never taken for a stale one.
+_UNMARKED_GRACE_S = 60.0
+
+
+def _process_state(pid: int) -> tuple[str, str] | None:
+    """``(state, start time in clock ticks)`` of a Linux process, None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def _process_alive(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` (started at ``start``, if known) may still run; True if unsure."""
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate it there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    except (OverflowError, ValueError):
+        return False
+    state = _process_state(pid)
+    if state is not None:
+        if state[0] in ("Z", "X"):  # killed, not yet reaped
+            return False
+        if start is not None and state[1] != start:  # the id was reused
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _work_folder(path: str):
+    """A hidden folder next to ``path`` for everything the export writes; removed on exit."""
+    parent = os.path.dirname(path)
+    _remove_stale_work_folders(parent)
+    pid = os.getpid()
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)[:80]}{_WORK_TAG}{pid}-",
+                            dir=parent)
+    try:
+        state = _process_state(pid)
+        marker = {"pid": pid, "host": socket.gethostname(),
+                  "start": state[1] if state else None, "destination": os.path.basename(path)}
+        with open(os.path.join(work, _MARKER + ".tmp"), "w") as f:
+            json.dump(marker, f)
+        os.replace(os.path.join(work, _MARKER + ".tmp"), os.path.join(work, _MARKER))
+        yield work
+    finally:
+        _remove(work)
+
+
+def _remove_stale_work_folders(parent: str) -> None:
+    """Removes the work folders in ``parent`` left by export processes that no longer run."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        match = _WORK_NAME.fullmatch(name)
+        work = os.path.join(parent, name)
+        if match is None or os.path.islink(work) or not os.path.isdir(work):
+            continue
+        pid = int(match.group(1))
+        marker = _read_marker(work)
+        if marker is None:
+            try:
+                age = time.time() - os.lstat(work).st_mtime
+            except OSError:
+                continue
+            if age < _UNMARKED_GRACE_S or os.path.lexists(os.path.join(work, _MARKER)):
+                continue  # being made, or a marker that is not ours
+            marker = {"pid": pid, "host": socket.gethostname(), "start": None,
+                      "destination": None}
+        if (pid <= 0 or marker.get("pid") != pid or marker.get("host") != socket.gethostname()
+                or _process_alive(pid, marker.get("start"))):
+            continue
+        _restore_set_aside(work, parent, marker.get("destination"))
+        _remove(work)
+        log.info("removed %s, left by export process %d, which no longer runs", work, pid)
+
+
+def _read_marker(work: str) -> dict | None:
+    try:
+        with open(os.path.join(work, _MARKER)) as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _restore_set_aside(work: str, parent: str, destination) -> None:
+    # Killed between setting the old export aside and renaming the new one in:
+    # the old one goes back to its place.
+    old = os.path.join(work, _SET_ASIDE)
+    if not isinstance(destination, str) or os.sep in destination or destination in ("", ".", ".."):
+        return
+    path = os.path.join(parent, destination)
+    if os.path.lexists(old) and not os.path.lexists(path):
+        try:
+            os.rename(old, path)
+            log.warning("restored %s, set aside by an export process that was killed", path)
+        except OSError:
+            pass
+
+
+def _publish(new: str, path: str, kind: str, overwrite: bool, source, work: str) -> None:
+    """Moves the finished ``new`` (in ``work``, next to ``path``) to ``path`` in one rename."""
+    what = _WHAT[kind]
+    if os.path.isdir(new):
         if not os.path.lexists(path):
             try:
                 # Fails for a non-empty folder that appeared meanwhile: a
                 # concurrent export is never merged into.
-                os.rename(tmp, path)
+                os.rename(new, path)
                 return
             except OSError:
                 if not os.path.lexists(path):
                     raise
-        if not overwrite:
-            raise _exists_error(path, what)
+        # Checked again: the export took a while and the destination may have changed.
+        check_destination(path, kind, overwrite=overwrite, source=source)
         # A folder cannot replace another in one step: set the old one aside,
-        # rename the new one in, then delete the old one (restored on failure).
-        old = f"{tmp}.old"
+        # rename the new one in, then delete the old one (restored on failure,
+        # or by the next export when this process is killed in between).
+        old = os.path.join(work, _SET_ASIDE)
         os.rename(path, old)
         try:
-            os.rename(tmp, path)
+            os.rename(new, path)
         except BaseException:
             os.rename(old, path)
             raise
         _remove(old)
     elif overwrite:
-        os.replace(tmp, path)
+        if os.path.lexists(path):
+            check_destination(path, kind, overwrite=overwrite, source=source)
+        os.replace(new, path)
     else:
         try:
-            os.link(tmp, path)  # fails if path exists, unlike rename
+            os.link(new, path)  # fails if path exists, unlike rename
         except FileExistsError as e:
             raise _exists_error(path, what) from e
         except OSError:  # no hard links on this file system
             if os.path.lexists(path):
                 raise _exists_error(path, what) from None
-            os.rename(tmp, path)
+            os.rename(new, path)
             return
-        os.unlink(tmp)
+        os.unlink(new)
 
 
 def _remove(path: str) -> None:
@@ -390,15 +675,6 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.unlink(path)
-
-
-def _temp_name(path: str, suffix: str = "") -> str:
-    """A fresh name next to ``path``, hidden (leading dot), for a folder to be created."""
-    fd, name = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", suffix=suffix,
-                                dir=os.path.dirname(path))
-    os.close(fd)
-    os.unlink(name)
-    return name
 
 
 # -------------------------------------------------------------------- SavedModel
@@ -412,7 +688,10 @@ def _write_saved_model(model: keras.Model, directory: str, batch_shape: tuple) -
     module = tf.Module()
     module.model_variables = [v.value for v in model.variables]
 
-    @tf.function(input_signature=[tf.TensorSpec(batch_shape, tf.float32, name=INPUT_NAME)])
+    # No autograph: nothing here needs it, and it writes each converted
+    # function to the system temp folder, deleted only when the process exits.
+    @tf.function(input_signature=[tf.TensorSpec(batch_shape, tf.float32, name=INPUT_NAME)],
+                 autograph=False)
     def serve(blurry):
         return {OUTPUT_NAME: _image_output(model, blurry)}
 
@@ -443,6 +722,18 @@ def saved_model_op_types(path: str | os.PathLike) -> set[str]:
     return ops
 
 
+# Prepended to the verification script, before TensorFlow is imported: reads
+# the pipe whose write end only the exporting process holds, and exits at its
+# end of file, i.e. when the exporting process has exited or was killed.
+_EXIT_WITH_PARENT = r"""
+import os, sys, threading
+def _exit_with_parent(fd=int(sys.argv.pop(1))):
+    while os.read(fd, 1):
+        pass
+    os._exit(70)
+threading.Thread(target=_exit_with_parent, daemon=True).start()
+"""
+
 # Runs in a fresh interpreter that never imports tfdeblur: what TF Serving sees.
 _LOAD_WITHOUT_TFDEBLUR = r"""
 import json, sys
@@ -467,18 +758,25 @@ print(json.dumps({
 
 
 def _verify_without_tfdeblur(directory: str, x: np.ndarray, want: np.ndarray,
-                             what: str) -> float:
-    with tempfile.TemporaryDirectory(prefix="tfdeblur-verify-") as work:
+                             what: str, work: str | None = None) -> float:
+    with contextlib.ExitStack() as stack:
+        if work is None:
+            work = stack.enter_context(_work_folder(directory))
         x_path, y_path = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
         np.save(x_path, x)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(TFDEBLUR_DISABLE_COMPILED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        # The child exits when this process does (see _EXIT_WITH_PARENT): it
+        # holds the read end of a pipe whose only write end stays here.
+        read_fd, write_fd = os.pipe()
+        stack.callback(os.close, write_fd)
+        stack.callback(os.close, read_fd)
         # -I: no PYTHONPATH, no user site, no current folder on sys.path.
-        cmd = [sys.executable, "-I", "-c", _LOAD_WITHOUT_TFDEBLUR, directory, x_path, y_path,
-               SIGNATURE_KEY, INPUT_NAME, OUTPUT_NAME]
+        cmd = [sys.executable, "-I", "-c", _EXIT_WITH_PARENT + _LOAD_WITHOUT_TFDEBLUR,
+               str(read_fd), directory, x_path, y_path, SIGNATURE_KEY, INPUT_NAME, OUTPUT_NAME]
         try:
             done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
-                                  timeout=_SUBPROCESS_TIMEOUT_S)
+                                  timeout=_SUBPROCESS_TIMEOUT_S, pass_fds=(read_fd,))
         except subprocess.TimeoutExpired as e:
             raise ExportError(f"{what}: loading the SavedModel in a fresh process took more "
                               f"than {_SUBPROCESS_TIMEOUT_S} s") from e
@@ -512,7 +810,8 @@ def export_saved_model(model: keras.Model | str | os.PathLike, path: str | os.Pa
     never imports tfdeblur (``TFDEBLUR_DISABLE_COMPILED=1``, as TF Serving
     would run it), whose output must match the Keras model and which must
     accept an empty batch. Only then is the folder renamed to ``path``;
-    any failure removes it.
+    any failure removes it, and a killed export's folder is removed by the
+    next export into the same parent folder.
 
     The model's run-time checks stay in the graph: images smaller than the
     model's minimum and NaN/Inf values fail with an ``InvalidArgumentError``.
@@ -534,15 +833,19 @@ def export_saved_model(model: keras.Model | str | os.PathLike, path: str | os.Pa
         path: folder to create (parent folders are created).
         input_shape: ``(H, W, C)`` of the signature's images, None for any
             height/width (default); C must be the model's channel count.
-        overwrite: replace an existing ``path`` (the old export stays in place
-            until the new one is verified).
+        overwrite: replace an existing ``path`` when it is a SavedModel
+            folder or an empty folder (see :func:`check_destination`; the old
+            export stays in place until the new one is verified).
 
     Returns:
         The absolute path of the SavedModel folder.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ValueError: a bad ``model`` or ``input_shape``.
+        FileExistsError: ``path`` exists and ``overwrite`` is False, or it is
+            not replaced even with ``overwrite`` (not a SavedModel folder, the
+            source model or a folder containing it, the current working
+            folder or one of its parents, a link out of its folder).
+        ValueError: a bad ``model`` or ``input_shape``; ``path`` is a file.
         ExportError: the export failed its verification (nothing written).
 
     Example:
@@ -550,22 +853,20 @@ def export_saved_model(model: keras.Model | str | os.PathLike, path: str | os.Pa
         >>> export_saved_model(model, "exports/svdn/1")          # TF Serving layout
         '/.../exports/svdn/1'
     """
+    source = _source_path(model)
     model = _load_keras(model)
     h, w, c = _check_input_shape(input_shape, model)
-    path = _prepare_destination(path, overwrite, "SavedModel folder", folder=True)
+    path = _prepare_destination(path, overwrite, "saved_model", source)
     portable, x, want = _verified_portable(model, (h, w, c))
     what = f"SavedModel export of {model.name!r}"
-    tmp = _temp_name(path)
-    try:
-        _write_saved_model(portable, tmp, (None, h, w, c))
-        custom = sorted(op for op in saved_model_op_types(tmp) if op.startswith(CUSTOM_OP_PREFIX))
+    with _work_folder(path) as work:
+        new = os.path.join(work, "saved_model")
+        _write_saved_model(portable, new, (None, h, w, c))
+        custom = sorted(op for op in saved_model_op_types(new) if op.startswith(CUSTOM_OP_PREFIX))
         if custom:
             raise ExportError(f"{what}: the graph contains compiled tfdeblur ops {custom}")
-        err = _verify_without_tfdeblur(tmp, x, want, what)
-        _publish(tmp, path, overwrite, "SavedModel folder")
-    except BaseException:
-        _remove(tmp)
-        raise
+        err = _verify_without_tfdeblur(new, x, want, what, work)
+        _publish(new, path, "saved_model", overwrite, source, work)
     log.info("%s: wrote %s (max relative difference %.2g, verified without tfdeblur)",
              what, path, err)
     return path
@@ -617,7 +918,8 @@ def _write_static_saved_model(source: _SavedModelSource, directory: str,
     module = tf.Module()
     module.loaded = source.loaded
 
-    @tf.function(input_signature=[tf.TensorSpec(batch_shape, tf.float32, name=INPUT_NAME)])
+    @tf.function(input_signature=[tf.TensorSpec(batch_shape, tf.float32, name=INPUT_NAME)],
+                 autograph=False)
     def serve(blurry):
         return {OUTPUT_NAME: source.fn(**{source.input_name: blurry})[source.output_name]}
 
@@ -699,7 +1001,8 @@ def convert_tflite(model_or_saved_model, path: str | os.PathLike, *,
         quantize: None (float32), ``"dynamic"`` (int8 weights, dynamic-range
             kernels; about 4x smaller) or ``"float16"`` (float16 weights,
             2x smaller, computed in float32 or on a float16 GPU delegate).
-        overwrite: replace an existing file.
+        overwrite: replace an existing file when it is a TFLite flatbuffer
+            (see :func:`check_destination`).
         select_tf_ops: allow TensorFlow ops that are not TFLite builtins
             (the app then needs the Flex delegate). None of the three
             networks needs it.
@@ -710,8 +1013,11 @@ def convert_tflite(model_or_saved_model, path: str | os.PathLike, *,
         The absolute path of the ``.tflite`` file.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ValueError: bad arguments (naming them).
+        FileExistsError: ``path`` exists and ``overwrite`` is False, or it is
+            not replaced even with ``overwrite`` (not a TFLite flatbuffer, the
+            source model, a link out of its folder).
+        ValueError: bad arguments (naming them); ``path`` is a folder or lies
+            inside the source SavedModel.
         ExportError: conversion or verification failed (nothing written).
 
     Example:
@@ -723,46 +1029,42 @@ def convert_tflite(model_or_saved_model, path: str | os.PathLike, *,
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     if _is_saved_model(model_or_saved_model):
-        source = _SavedModelSource(os.fspath(model_or_saved_model))
+        source_model = _SavedModelSource(os.fspath(model_or_saved_model))
         keras_model = None
         size = _check_static_size(input_size)
-        source.check_size(size)
-        channels = int(source.spec.shape[-1])
-        name = source.name
+        source_model.check_size(size)
+        channels = int(source_model.spec.shape[-1])
+        name = source_model.name
     else:
         keras_model = _load_keras(model_or_saved_model)
         size = _check_input_size(input_size, keras_model)
         channels = _channels(keras_model)
         name = keras_model.name
     x = _tflite_test_image(test_image, size, channels)
-    path = _prepare_destination(path, overwrite, "TFLite file", folder=False)
+    source = _source_path(model_or_saved_model)
+    path = _prepare_destination(path, overwrite, "tflite", source)
     what = f"TFLite conversion of {name!r} at {size[0]}x{size[1]}"
     batch_shape = (1, *size, channels)
-    # The intermediate SavedModel is not the output: the system temp folder.
-    with tempfile.TemporaryDirectory(prefix="tfdeblur-tflite-") as work:
-        saved = os.path.join(work, "saved_model")
+    with _work_folder(path) as work:
+        saved = os.path.join(work, "saved_model")  # intermediate, not published
         if keras_model is not None:
             portable, _, want = _verified_portable(keras_model, (*size, channels), x)
             _write_saved_model(portable, saved, batch_shape)
         else:
             try:
-                want = np.asarray(source(x))
+                want = np.asarray(source_model(x))
             except tf.errors.InvalidArgumentError as e:
-                raise ValueError(f"input_size {size}: the SavedModel {source.path} rejects "
+                raise ValueError(f"input_size {size}: the SavedModel {source_model.path} rejects "
                                  f"this size: {e.message.strip()}") from e
-            _write_static_saved_model(source, saved, batch_shape)
+            _write_static_saved_model(source_model, saved, batch_shape)
         flat = _convert(saved, quantize, select_tf_ops)
-        tmp = _temp_name(path, ".tflite")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(flat)
-                f.flush()
-                os.fsync(f.fileno())
-            err, ops = _verify_tflite(tmp, x, want, quantize, select_tf_ops, what)
-            _publish(tmp, path, overwrite, "TFLite file")
-        except BaseException:
-            _remove(tmp)
-            raise
+        new = os.path.join(work, "model.tflite")
+        with open(new, "wb") as f:
+            f.write(flat)
+            f.flush()
+            os.fsync(f.fileno())
+        err, ops = _verify_tflite(new, x, want, quantize, select_tf_ops, what)
+        _publish(new, path, "tflite", overwrite, source, work)
     log.info("%s: wrote %s (%d bytes, quantize=%s, max relative difference %.2g; ops: %s)",
              what, path, len(flat), quantize, err, ", ".join(ops))
     return path
