@@ -208,7 +208,9 @@ def test_perceptual_loss_zero_for_identical_and_smallest_size(vgg16_file, rng):
     loss = PerceptualLoss(path)
     assert loss.min_size == 4                        # two poolings before block3
     s = rng.uniform(0, 1, (1, 4, 5, 3)).astype("float32")
-    assert float(loss(s, s)) == 0.0
+    # Not exactly 0: the prediction and the target go through VGG16 as one batch, and
+    # oneDNN's convolution is not bit-identical across batch positions (1.8e-16 seen).
+    assert abs(float(loss(s, s))) < 1e-10
     pred = rng.uniform(0, 1, s.shape).astype("float32")
     scale = ref.torchvision_feature_scale()
     np.testing.assert_allclose(float(loss(s, pred)),
