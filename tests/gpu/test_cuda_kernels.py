@@ -223,3 +223,54 @@ def test_deform_conv_bad_dtype(lib):
         strides=(1, 1), padding="valid", dilation=(1, 1), groups=1, dgroups=1))
     assert call(lib, "tfdeblur_deform_conv_forward", dtype=2, geometry=geometry, x=None,
                 offset=None, mask=None, kernel=None, bias=None, y=None, stream=None) == -1
+
+
+# ----------------------------------------------------------------------------
+# Non-finite inputs (docs/ops_nonfinite.md): the CUDA kernels give the CPU's
+# results, NaN and +-inf at the same places.
+# ----------------------------------------------------------------------------
+
+def test_gated_recurrence_non_finite(lib):
+    """An infinite first gate gives -inf (no g[0] * h[-1] term); NaN, inf and overflow
+    propagate step by step as in the float32 reference."""
+    dev = Device()
+    lines = [([1, 2, 3, 4], [np.inf, 0.5, 0.5, 0.5]), ([1, 2, 3, 4], [0.5, 1e30, 1e30, 0.5]),
+             ([1, np.inf, 3, 4], [0.5, 0.5, 0.0, 0.5]), ([1, np.nan, 3, 4], [0.5, 0.5, 0.5, 0.5])]
+    x = np.array([v for v, _ in lines], np.float32).reshape(1, 4, 4, 1)
+    g1 = np.array([v for _, v in lines], np.float32).reshape(1, 4, 4, 1)
+    # The lines run horizontally; the vertical scans get plain gates (a column
+    # mixing 1e30 with other lines' gates cancels ~1e30 terms, where FMA or not
+    # decides the rounding).
+    half = np.full_like(g1, 0.5)
+    g = np.concatenate([g1, g1, half, half], axis=-1)
+    dirs = (ctypes.c_int * 4)(0, 1, 2, 3)
+    x_, g_ = dev.put(x), dev.put(g)
+    y_ = dev.empty_like(g_)
+    i64 = ctypes.c_int64
+    assert lib.tfdeblur_gated_recurrence_forward(
+        0, i64(1), i64(4), i64(4), i64(1), 4, dirs, dev.ptr(x_), dev.ptr(g_), dev.ptr(y_),
+        dev.stream()) == 0
+    y = dev.get(y_)
+    for k, d in enumerate(DIRECTIONS):
+        want = ref_forward(x, g[..., k:k + 1], d, np.float32)
+        np.testing.assert_allclose(y[..., k:k + 1], want, rtol=1e-6, equal_nan=True, err_msg=d)
+    assert np.isneginf(y[0, 0, :, 0]).all()
+
+
+def test_deform_conv_non_finite(lib):
+    """NaN / infinite positions read nothing whatever the mask; an infinite mask scales
+    each corner's weight, NaN in x propagates, as in the reference."""
+    dev = Device()
+    case, geo = dcn_case("odd_batch1", np.float32)
+    case["offset"][0, 1, 1, :6] = [np.nan, 0.3, np.inf, -np.inf, 1e30, np.nan]
+    case["mask"][0, 1, 1, :3] = np.nan
+    case["mask"][0, 2, 2, 0] = np.inf
+    case["offset"][0, 2, 2, :2] = np.round(case["offset"][0, 2, 2, :2])
+    case["x"][0, 8, 4, 1] = np.nan  # not read by output pixel (1, 1)
+    y_shape = dcn_geometry(case["x"].shape, case["kernel"].shape, geo)[1]
+    dy = np.random.default_rng(1).normal(size=y_shape).astype(np.float32).astype(np.float64)
+    y, _ = run_dcn(lib, dev, np.float32, case, dy, geo, True)
+    with np.errstate(all="ignore"):
+        want, _ = reference_dcn(case, dy, geo, True)
+    assert not np.isfinite(want).all() and np.isfinite(want[0, 1, 1]).all()
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, equal_nan=True)

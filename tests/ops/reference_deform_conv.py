@@ -76,15 +76,22 @@ def _samples(x_shape, kernel_shape, offset, strides, dilation, dgroups, ho, wo, 
 
 
 def _columns(x, offset, mask, kernel_shape, strides, dilation, dgroups, geometry):
-    """cols [N, Ho, Wo, KH*KW, Cin]: the masked bilinear samples each tap multiplies."""
-    n, _, _, cin = x.shape
+    """cols [N, Ho, Wo, KH*KW, Cin]: the masked bilinear samples each tap multiplies.
+
+    Each corner inside the image adds (m * weight) * value; a sample with no
+    such corner (outside, or at a NaN / infinite position) stays 0 whatever
+    its mask (docs/ops_nonfinite.md: the order only matters for m = +-inf).
+    """
+    n, h, w, cin = x.shape
     ho, wo, pt, pl = geometry
     taps, cdg = kernel_shape[0] * kernel_shape[1], cin // dgroups
     cols = np.zeros((n, ho, wo, taps, cin))
     for b, i, j, g, k, s, py, px in _samples(x.shape, kernel_shape, offset, strides, dilation,
                                              dgroups, ho, wo, pt, pl):
         chans = slice(g * cdg, (g + 1) * cdg)
-        cols[b, i, j, k, chans] = mask[b, i, j, s] * ref_bilinear(x[b, :, :, chans], py, px)
+        m = mask[b, i, j, s]
+        for yy, xx, wgt, _, _ in _corners(h, w, py, px):
+            cols[b, i, j, k, chans] += (m * wgt) * x[b, yy, xx, chans]
     return cols
 
 

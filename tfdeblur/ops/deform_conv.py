@@ -10,7 +10,8 @@
     px = j * stride_w - pad_left + kx * dilation_w + offset[n, i, j, 2 * (g * KH * KW + k) + 1]
 
 Samples outside the image read zeros (each of the four bilinear corners
-contributes only if it lies inside). Two implementations compute exactly this:
+contributes only if it lies inside); a NaN or infinite position is outside.
+Two implementations compute exactly this:
 the compiled op ``TfDeblur>ModulatedDeformConv2D`` (CPU and CUDA kernels, its
 gradient op registered below) and a portable one made of stock TensorFlow ops
 (one gather of the four bilinear corners, then a matmul), which is what
@@ -217,10 +218,15 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
     py, px = _positions(offset, geo, h, w)                        # [N, Ho, Wo, G, K]
     pdtype = py.dtype
     hf, wf = tf.cast(h, pdtype), tf.cast(w, pdtype)
-    # Beyond one pixel outside the image every corner is zero; clipping there
-    # changes no value or gradient and keeps floor() inside int32.
-    py = tf.clip_by_value(py, -2.0, hf + 1.0)
-    px = tf.clip_by_value(px, -2.0, wf + 1.0)
+    # A sample at py <= -1 (or px <= -1, py >= H, px >= W) is outside by the
+    # contract, and so is a NaN or infinite position (no pixel to read;
+    # docs/ops_nonfinite.md): it contributes nothing whatever its mask, with
+    # zero gradients. Its position moves to -2, where every corner is on the
+    # zero border, so floor() stays in int32 and the weights stay finite.
+    inside = (py > -1) & (py < hf) & (px > -1) & (px < wf)
+    outside_at = tf.constant(-2.0, pdtype)
+    py = tf.where(inside, py, outside_at)
+    px = tf.where(inside, px, outside_at)
     y0f, x0f = tf.floor(py), tf.floor(px)
     ly, lx = py - y0f, px - x0f
     y0, x0 = tf.cast(y0f, tf.int32), tf.cast(x0f, tf.int32)
@@ -233,14 +239,19 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
 
     corners = tf.stack([flat_index(y0, x0), flat_index(y0, x0 + 1),
                         flat_index(y0 + 1, x0), flat_index(y0 + 1, x0 + 1)], axis=-1)
-    weights = tf.stack([(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx], axis=-1)
-    # A sample at py <= -1 (or px <= -1, py >= H, px >= W) is outside by the
-    # contract: its value is already 0, and this keeps its position gradient 0
-    # too (at exactly -1 the interpolation slope towards row 0 is not zero).
-    inside = (py > -1) & (py < hf) & (px > -1) & (px < wf)
-    weights = weights * tf.cast(inside, pdtype)[..., None]
+    # Only corners inside the image take part, as in the compiled kernels: the
+    # mask is selected per corner before it multiplies, so a NaN or infinite
+    # mask never meets the zero border (inf * 0) or an outside sample, in the
+    # forward pass or in the gradient. (Selects on 5-D tensors: TFLite's
+    # broadcasting kernels stop at 5-D.)
     mask5 = tf.reshape(mask, tf.stack([n, ho, wo, dg, taps]))
-    weights = tf.cast(weights, x.dtype) * mask5[..., None]
+    zeros = tf.zeros_like(mask5)
+    rows = ((y0 >= 0) & inside, (y0 + 1 < h) & inside)
+    cols = (x0 >= 0, x0 + 1 < w)
+    wy, wx = (1 - ly, ly), (1 - lx, lx)
+    weights = tf.stack([
+        tf.cast(wy[a] * wx[c], x.dtype) * tf.where(rows[a] & cols[c], mask5, zeros)
+        for a in (0, 1) for c in (0, 1)], axis=-1)
     # [N, Ho, Wo, G, K, 4] -> [N, G, Ho*Wo*K*4] so one batched gather per group.
     m = ho * wo * taps * 4
     corners = tf.reshape(tf.transpose(corners, [0, 3, 1, 2, 4, 5]), tf.stack([n, dg, m]))
@@ -335,6 +346,13 @@ def modulated_deform_conv2d(x, offset, mask, kernel, bias=None, strides=1,
     Gradients are registered for all five inputs. On CPU every result is
     bitwise deterministic; on GPU the gradient for ``x`` accumulates with
     float atomics, so it can differ in the last bits from run to run.
+
+    Non-finite values (``docs/ops_nonfinite.md``), the same in both
+    implementations: a sampling position that is NaN, ±inf or beyond the image
+    is outside, contributes 0 whatever its mask and has zero gradients; NaN
+    and ±inf in ``x``, ``mask``, ``kernel`` or ``bias`` propagate as IEEE
+    arithmetic of the formula does, each corner inside the image adding
+    ``(mask * weight) * x`` even at weight 0.
 
     Raises:
         ValueError: a bad argument or a statically known shape mismatch (the

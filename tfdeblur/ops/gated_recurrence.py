@@ -5,10 +5,11 @@ and channel::
 
     h[t] = (1 - g[t]) * x[t] + g[t] * h[t-1],      h[-1] = 0
 
-(``shared/design/OPS.md`` section 1). ``gated_recurrence`` runs one direction,
-``spatial_rnn`` runs all four on the same ``x`` (one fused pass in the compiled
-op) and concatenates them in the order ``left_to_right, right_to_left,
-top_to_bottom, bottom_to_top``.
+(``shared/design/OPS.md`` section 1; the first step is h[0] = (1 - g[0]) x[0],
+and NaN / inf follow ``docs/ops_nonfinite.md``). ``gated_recurrence`` runs one
+direction, ``spatial_rnn`` runs all four on the same ``x`` (one fused pass in
+the compiled op) and concatenates them in the order ``left_to_right,
+right_to_left, top_to_bottom, bottom_to_top``.
 
 Two implementations compute exactly this: the compiled op
 ``TfDeblur>GatedRecurrence`` (CPU and CUDA kernels, gradient op registered
@@ -62,99 +63,184 @@ def _runtime_checks(x: tf.Tensor, gate: tf.Tensor, slots: int, gate_name: str) -
     return [tf.debugging.assert_equal(gs, expected, message=message)]
 
 
-# Block length of the portable scan: steps scanned one by one inside a block
-# (all blocks at once), before the blocks are linked by a log-depth scan.
+# Block length of the portable scan: steps run one by one inside a block (all
+# blocks at once), the blocks being linked by a log-depth scan over their ends.
 _BLOCK = 16
 
 
-def _shift(t: tf.Tensor, s, axis: int, reverse: bool, fill: float) -> tf.Tensor:
-    """``out[i] = t[i - s]`` (``t[i + s]`` when reverse) along axis, ``fill`` outside."""
-    rank = t.shape.rank
-    size = tf.shape(t)[axis]
-    begin = [0] * rank
-    length = [-1] * rank
-    length[axis] = size - s
-    if reverse:
-        begin[axis] = s
-    kept = tf.slice(t, begin, length)
-    pad = [[0, 0]] * rank
-    pad[axis] = [0, s] if reverse else [s, 0]
-    return tf.pad(kept, pad, constant_values=fill)
+def _along(t: tf.Tensor, axis: int, start=None, stop=None) -> tf.Tensor:
+    """``t[start:stop]`` along ``axis`` (ints or scalar tensors)."""
+    index = [slice(None)] * t.shape.rank
+    index[axis] = slice(start, stop)
+    return t[tuple(index)]
 
 
-def _doubling_scan(a: tf.Tensor, b: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
-    """Hillis-Steele scan of h = a h_prev + b along ``axis`` (log-depth).
+# Smallest normal number of each float type (subnormals may be flushed to 0).
+_TINY = {tf.float16: 2.0**-14, tf.bfloat16: 2.0**-126, tf.float32: 2.0**-126,
+         tf.float64: 2.0**-1022}
 
-    Two affine steps compose into one, so after ceil(log2 T) rounds every
-    position holds its whole prefix. Unrolled when T is static (what TFLite
-    sees), a while loop otherwise.
+
+def _times(a: tf.Tensor, sign: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
+    """``a * c`` for ``a`` a product of gates, ``sign`` its exact sign (0, 1 or -1).
+
+    Step by step, an infinite h stays infinite through any nonzero gate, but a
+    product of gates can underflow to 0 and 0 * inf is NaN. Where the product
+    is 0 the smallest normal number of the right sign stands in for it (still
+    0 after an exactly-zero gate): a finite ``c`` then moves by at most
+    ``tiny * |c|``, an infinite one keeps its sign. Added rather than
+    selected, so the gradient is that of ``a * c`` throughout.
     """
+    tiny = tf.constant(_TINY[a.dtype], a.dtype)
+    return (a + tf.where(tf.equal(a, 0), sign * tiny, tf.zeros_like(a))) * c
+
+
+def _link_blocks(a, sign, b, axis: int, reverse: bool) -> tf.Tensor:
+    """Inclusive scan of the block maps h_end = a h_start + b along ``axis``.
+
+    Hillis-Steele (log-depth): after round s every block has composed itself
+    with the s blocks before it in scan order. Unrolled when the number of
+    blocks is static (what TFLite sees), a while loop otherwise. Blocks with no
+    predecessor are sliced off, never multiplied by a fill value.
+    """
+    def round_(s, length, a, sign, b, last):
+        # "later" blocks have a predecessor s blocks before them in scan order.
+        later = slice(None, length - s) if reverse else slice(s, None)
+        earlier = slice(s, None) if reverse else slice(None, length - s)
+        kept = slice(length - s, None) if reverse else slice(None, s)
+        a_l = _along(a, axis, later.start, later.stop)
+        s_l = _along(sign, axis, later.start, later.stop)
+        b_e = _along(b, axis, earlier.start, earlier.stop)
+        b_new = _along(b, axis, later.start, later.stop) + _times(a_l, s_l, b_e)
+
+        def join(new, t):
+            old = _along(t, axis, kept.start, kept.stop)
+            return tf.concat([new, old] if reverse else [old, new], axis)
+
+        b = join(b_new, b)
+        if not last:
+            a = join(a_l * _along(a, axis, earlier.start, earlier.stop), a)
+            sign = join(s_l * _along(sign, axis, earlier.start, earlier.stop), sign)
+        return a, sign, b
+
     length = a.shape[axis]
     if length is not None:
         s = 1
         while s < length:
-            b = b + a * _shift(b, s, axis, reverse, 0.0)
-            if 2 * s < length:  # the last round does not need the products
-                a = a * _shift(a, s, axis, reverse, 1.0)
+            a, sign, b = round_(s, length, a, sign, b, last=2 * s >= length)
             s *= 2
         return b
     length = tf.shape(a)[axis]
 
-    def body(s, a, b):
-        b = b + a * _shift(b, s, axis, reverse, 0.0)
-        a = a * _shift(a, s, axis, reverse, 1.0)
-        return s * 2, a, b
+    def body(s, a, sign, b):
+        a, sign, b = round_(s, length, a, sign, b, last=False)
+        return s * 2, a, sign, b
 
-    _, _, b = tf.while_loop(lambda s, a, b: s < length, body, (tf.constant(1), a, b))
+    _, _, _, b = tf.while_loop(lambda s, *_: s < length, body,
+                               (tf.constant(1), a, sign, b))
     return b
 
 
-def _portable_scan(x: tf.Tensor, gate: tf.Tensor, direction: str) -> tf.Tensor:
-    """The recurrence in stock TensorFlow ops, as a blocked scan.
+def _steps(a_steps, b_steps, order, h) -> list:
+    """h[t] = a[t] h[t-1] + b[t] over ``order``; ``h`` is h at order[0]."""
+    out = [None] * len(a_steps)
+    out[order[0]] = h
+    for i in order[1:]:
+        h = a_steps[i] * h + b_steps[i]
+        out[i] = h
+    return out
 
-    With a = g and b = (1 - g) x, h[t] = a[t] h[t-1] + b[t]. The scan axis is
-    cut into blocks of ``_BLOCK`` steps: (1) inside every block at once, a
-    short unrolled loop gives the local scan and the running product of a;
-    (2) a log-depth scan over the block ends links the blocks; (3) one
-    elementwise pass adds each block's carry-in. About ten passes over the
-    data in all, against T tiny sequential steps for tf.scan or ~5 log2(T)
-    passes for a plain doubling scan. Padding at the end of the axis has
-    b = 0, so it never changes a real position in either direction.
+
+def _scan(a: tf.Tensor, b: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
+    """h[t] = a[t] h[t-1] + b[t] along ``axis`` (backwards when ``reverse``), h[0] = b[0].
+
+    A blocked scan: the axis is cut into blocks of ``_BLOCK`` steps (padded at
+    the end in scan order, so padding never precedes a real step); (1) inside
+    every block at once, a short unrolled loop gives the block's map h_end =
+    A h_start + B (A the product of its a); (2) a log-depth scan over these
+    maps gives every block's end; (3) every block runs its steps again from the
+    end of the block before it. Each value thus comes from the true h[t-1]
+    exactly as in the compiled kernels, so NaN and infinities propagate as
+    there (docs/ops_nonfinite.md); only the block ends of (2) are reassociated.
     """
-    axis, reverse = _AXIS_REVERSE[direction]
-    a = gate
-    b = (1 - gate) * x
-    shape = tf.shape(x)
+    static_len = a.shape[axis]
+    if static_len is not None and static_len <= _BLOCK:
+        if static_len == 0:
+            return b
+        order = list(range(static_len - 1, -1, -1) if reverse else range(static_len))
+        a_steps = tf.unstack(a, num=static_len, axis=axis)
+        b_steps = tf.unstack(b, num=static_len, axis=axis)
+        return tf.stack(_steps(a_steps, b_steps, order, b_steps[order[0]]), axis=axis)
+    shape = tf.shape(a)
     length = shape[axis]
-    static_len = x.shape[axis]
-    block = _BLOCK if static_len is None else max(1, min(_BLOCK, static_len))
+    block = _BLOCK
     nblocks = (length + block - 1) // block
+    extra = nblocks * block - length
     pad = [[0, 0]] * 4
-    pad[axis] = [0, nblocks * block - length]
-    a = tf.pad(a, pad)
-    b = tf.pad(b, pad)
+    pad[axis] = [extra, 0] if reverse else [0, extra]
     # [..., nblocks, block, ...] with the block steps on axis + 1.
     blocked = tf.concat([shape[:axis], [nblocks, block], shape[axis + 1:]], axis=0)
-    a = tf.reshape(a, blocked)
-    b = tf.reshape(b, blocked)
-    steps = range(block - 1, -1, -1) if reverse else range(block)
-    a_steps = tf.unstack(a, num=block, axis=axis + 1)  # gradient: one stack
+    a = tf.reshape(tf.pad(a, pad), blocked)
+    b = tf.reshape(tf.pad(b, pad), blocked)
+    order = list(range(block - 1, -1, -1) if reverse else range(block))
+    a_steps = tf.unstack(a, num=block, axis=axis + 1)
     b_steps = tf.unstack(b, num=block, axis=axis + 1)
-    h_local, a_local = [None] * block, [None] * block
-    h = p = None
-    for i in steps:
-        ai, bi = a_steps[i], b_steps[i]
-        h = bi if h is None else ai * h + bi
-        p = ai if p is None else ai * p
-        h_local[i], a_local[i] = h, p
-    # Block ends (last step in scan order) linked across blocks.
-    ends = _doubling_scan(p, h, axis, reverse)
-    carry = _shift(ends, 1, axis, reverse, 0.0)
-    h = tf.stack(h_local, axis=axis + 1) + tf.stack(a_local, axis=axis + 1) * tf.expand_dims(
-        carry, axis + 1)
+    # (1) Each block's map from h = 0 before it: B its last h, A the product.
+    first = order[0]
+    h, p = b_steps[first], a_steps[first]
+    for i in order[1:]:
+        h = a_steps[i] * h + b_steps[i]
+        p = a_steps[i] * p
+    sign = tf.reduce_prod(tf.sign(a), axis=axis + 1)
+    # (2) Block ends.
+    ends = _link_blocks(p, sign, h, axis, reverse)
+    # (3) The first step of every block but the first in scan order takes
+    # a h_prev from the end of the block before it; then all steps again.
+    a0, b0 = a_steps[first], b_steps[first]
+    if reverse:
+        linked = _along(a0, axis, None, -1) * _along(ends, axis, 1) + _along(b0, axis, None, -1)
+        h = tf.concat([linked, _along(b0, axis, -1)], axis)
+    else:
+        linked = _along(a0, axis, 1) * _along(ends, axis, None, -1) + _along(b0, axis, 1)
+        h = tf.concat([_along(b0, axis, None, 1), linked], axis)
+    h = tf.stack(_steps(a_steps, b_steps, order, h), axis=axis + 1)
     h = tf.reshape(h, tf.concat([shape[:axis], [nblocks * block], shape[axis + 1:]], axis=0))
     begin = [0, 0, 0, 0]
+    if reverse:  # the padding came first along the axis
+        begin[axis] = extra
     return tf.slice(h, begin, shape)
+
+
+def _step_before(t: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
+    """``out[t] = t[t - 1]`` in scan order along ``axis``, 0 at the first step."""
+    pad = [[0, 0]] * 4
+    pad[axis] = [0, 1] if reverse else [1, 0]
+    padded = tf.pad(t, pad)
+    return _along(padded, axis, 1) if reverse else _along(padded, axis, None, -1)
+
+
+def _portable_scan(x: tf.Tensor, gate: tf.Tensor, direction: str) -> tf.Tensor:
+    """The recurrence in stock TensorFlow ops (see ``_scan``), with the compiled op's backward.
+
+    The gradient is OPS.md's backward, itself a scan in the other direction:
+    dh[t] = dy[t] + g[t+1] dh[t+1], dx = (1 - g) dh, dg = dh (h[t-1] - x) --
+    the same arithmetic as the compiled kernels (so the same non-finite
+    values), and about half the work of differentiating the scan's graph.
+    """
+    axis, reverse = _AXIS_REVERSE[direction]
+
+    @tf.custom_gradient
+    def recurrence(x, gate):
+        y = _scan(gate, (1 - gate) * x, axis, reverse)
+
+        def grad(dy):
+            # g[t+1] in scan order is the step before t scanning backwards.
+            g_next = _step_before(gate, axis, not reverse)
+            dh = _scan(g_next, dy, axis, not reverse)
+            return (1 - gate) * dh, dh * (_step_before(y, axis, reverse) - x)
+
+        return y, grad
+
+    return recurrence(x, gate)
 
 
 def gated_recurrence(x, gate, direction: str, implementation: str = "auto", name=None):
@@ -171,7 +257,14 @@ def gated_recurrence(x, gate, direction: str, implementation: str = "auto", name
         name: optional op name scope.
 
     Returns:
-        ``[N, H, W, C]`` tensor h with ``h[t] = (1 - g[t]) x[t] + g[t] h[t-1]``.
+        ``[N, H, W, C]`` tensor h with ``h[t] = (1 - g[t]) x[t] + g[t] h[t-1]``
+        and ``h[0] = (1 - g[0]) x[0]``.
+
+    Non-finite values follow IEEE arithmetic of that formula, step by step, in
+    both implementations: NaN in x or g is NaN from that step on along the
+    line, ±inf in x stays ±inf (NaN once multiplied by 0), and gates are not
+    clipped, so ``|g| > 1`` can overflow to ±inf (g = 1e30 twice: -inf). See
+    ``docs/ops_nonfinite.md`` for the full rules and the gradients.
 
     Raises:
         ValueError: bad ``direction``, ``implementation``, rank, dtype or a
@@ -205,7 +298,8 @@ def spatial_rnn(x, gates, implementation: str = "auto", name=None):
 
     Returns:
         ``[N, H, W, 4C]``: the four directions' outputs, in the gates' order.
-        The compiled op reads ``x`` once for all four scans.
+        The compiled op reads ``x`` once for all four scans. NaN, ±inf and
+        overflow as in :func:`gated_recurrence` (``docs/ops_nonfinite.md``).
 
     Raises:
         ValueError / tf.errors.InvalidArgumentError as ``gated_recurrence``.

@@ -90,10 +90,11 @@ __global__ void DeformIm2ColKernel(DeformConvGeometry g, int64_t p0, int64_t row
     if (LocateSample(g, offset, mask, p, dg, k, &b, &m)) {
       const int64_t n = p / (g.ho * g.wo);
       const T* xn = x + n * g.h * g.w * g.cin + c;
+      // (m * weight) * value per corner, as on the CPU: the same result for
+      // an infinite mask too (docs/ops_nonfinite.md).
       for (int q = 0; q < 4; ++q) {
-        if (b.inside[q]) v += b.weight[q] * ToFloat(xn[b.offset[q] * g.cin]);
+        if (b.inside[q]) v += (m * b.weight[q]) * ToFloat(xn[b.offset[q] * g.cin]);
       }
-      v *= m;
     }
     col[g.col_index(rows, pl, k, c)] = v;
   }

@@ -69,7 +69,9 @@ __global__ void GatedRecurrenceForwardKernel(ScanArgs a, const T* __restrict__ x
     const int64_t t = rev ? li.steps - 1 - s : s;
     const Acc xv = static_cast<Acc>(x[li.base_x + t * li.stride_x]);
     const Acc gv = static_cast<Acc>(g[li.base_g + t * li.stride_g]);
-    h = (Acc(1) - gv) * xv + gv * h;
+    // h[0] = (1 - g[0]) x[0]: no g[0] * h[-1] term, so an infinite first gate
+    // gives +-inf as on the CPU, not 0 * inf = NaN (docs/ops_nonfinite.md).
+    h = s == 0 ? (Acc(1) - gv) * xv : (Acc(1) - gv) * xv + gv * h;
     y[li.base_g + t * li.stride_g] = static_cast<T>(h);
   }
 }
