@@ -196,6 +196,32 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_refuses_another_config(
         train(None, str(tmp_path / "empty"), printer=None)
 
 
+def test_resume_after_the_data_moved(tiny_raw, tmp_path):
+    """A run committed to a repository resumes on another machine, where the same data
+    lies elsewhere: the data's root/kernels paths and vars may change, nothing else."""
+    import shutil
+
+    raw = copy.deepcopy(tiny_raw)
+    raw["train"].update(steps=2, steps_per_epoch=2, checkpoint_every=2, validate_at_start=False)
+    run = str(tmp_path / "run")
+    train(resolve_config(raw), run, printer=None)
+    moved = copy.deepcopy(raw)
+    for section, key in ((moved["data"]["train"], "root"),
+                         (moved["data"]["validation"]["pairs"], "root")):
+        new = str(tmp_path / ("moved_" + os.path.basename(section[key])))
+        shutil.copytree(section[key], new)
+        section[key] = new
+    moved["vars"] = {"data": str(tmp_path)}
+    moved["train"]["steps"] = 4
+    result = train(resolve_config(moved), run, printer=None)
+    assert (result.start_step, result.step) == (2, 4)
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["data"]["train"]["root"] == moved["data"]["train"]["root"]
+    moved["data"]["train"]["patch_size"] = 20
+    with pytest.raises(RunFolderError, match="data.train.patch_size"):
+        train(resolve_config(moved), run, printer=None)
+
+
 def test_interrupt_saves_the_step_reached(tiny_raw, tmp_path, monkeypatch):
     from tfdeblur.training import callbacks
 

@@ -79,6 +79,17 @@ WEIGHT_DECAY_MODES = ("l2", "decoupled")
 #: Keys that may change when a run is resumed; any other difference is an error.
 RESUMABLE_CHANGES = ("name", "description", "train.steps", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.verbose")
+#: Where the data lies may change between stretches of a run (another machine, a moved
+#: dataset): the folders and files of the data sections, and ``vars``.
+RESUMABLE_LOCATIONS = ("root", "kernels", "flow_cache")
+
+
+def is_resumable_change(key: str) -> bool:
+    """Whether a run may resume with this (dotted) key changed: see
+    :data:`RESUMABLE_CHANGES` and :data:`RESUMABLE_LOCATIONS`."""
+    if key in RESUMABLE_CHANGES or key == "vars" or key.startswith("vars."):
+        return True
+    return key.startswith("data.") and key.rsplit(".", 1)[-1] in RESUMABLE_LOCATIONS
 #: Arguments of the dataset functions that the trainer sets itself.
 _TRAINER_DATA_ARGS = {"repeat", "skip", "drop_remainder", "num_parallel_calls", "config",
                       "progress", "redraw_each_epoch"}

@@ -218,13 +218,15 @@ def _settle_config(run_dir: str, cfg: dict | None) -> dict:
         return saved
     if saved is not None:
         diffs = [d for d in config_lib.differences(saved, cfg)
-                 if d[0] not in config_lib.RESUMABLE_CHANGES]
+                 if not config_lib.is_resumable_change(d[0])]
         if diffs:
             lines = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diffs[:8])
             raise RunFolderError(
                 f"run folder {run_dir} was started with a different configuration ({lines}). "
                 "Resume with the same configuration (only "
-                f"{', '.join(config_lib.RESUMABLE_CHANGES)} may change) or use a new run folder")
+                f"{', '.join(config_lib.RESUMABLE_CHANGES)}, vars and the data's "
+                f"{'/'.join(config_lib.RESUMABLE_LOCATIONS)} paths may change) or use a new "
+                "run folder")
     if saved != cfg:
         write_json_atomically(path, cfg)
     return cfg
