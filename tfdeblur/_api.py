@@ -125,8 +125,9 @@ def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, 
     """Deblurs one photo.
 
     Args:
-        image_or_path: an RGB array ``[H, W, 3]`` (uint8, uint16, or float in [0, 1]) or an
-            image file.
+        image_or_path: an image array (uint8, uint16, or float in [0, 1]): RGB
+            ``[H, W, 3]``, RGBA ``[H, W, 4]``, grey ``[H, W]`` or ``[H, W, 1]``; or an
+            image file (read as RGB, see :func:`tfdeblur.data.read_image`).
         model: None (the best bundled model), a bundled name, a ``.keras`` path, or a
             ``keras.Model``. Models loaded by name or path are cached between calls.
         tile, overlap, batch_size: tiled processing for large images, as
@@ -135,7 +136,11 @@ def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, 
             package's).
 
     Returns:
-        float32 ``[H, W, 3]`` in [0, 1].
+        float32 in [0, 1], laid out as the array given: ``[H, W, 3]`` for RGB (and for a
+        file); ``[H, W, 4]`` for RGBA, the colour deblurred and the alpha channel returned
+        unchanged (scaled to [0, 1] like the colour); ``[H, W]`` or ``[H, W, 1]`` for grey,
+        deblurred as RGB with the grey repeated and returned as the mean of the three
+        channels (a model with one input channel gets the grey image itself).
 
     Raises:
         tfdeblur.pretrained.PretrainedError: ``model=None`` and no model is bundled, or an

@@ -1,4 +1,4 @@
-"""Command-line tool: ``tfdeblur info | models | deblur | demo | export | train``.
+"""Command-line tool ``tfdeblur``: six subcommands.
 
     tfdeblur info                       # versions, compiled-op status, models
     tfdeblur models                     # the bundled trained models, then the architectures
@@ -13,18 +13,100 @@
 Bundled models are listed by ``tfdeblur models`` (see :mod:`tfdeblur.pretrained`);
 nothing is ever downloaded. Without a bundled model, ``deblur`` needs ``-m FILE.keras``
 and ``demo`` fails with a message saying so.
+
+``deblur`` never replaces an input (unless ``--overwrite-inputs``), keeps each
+image's bit depth, alpha channel and greyness, and goes on past an image it
+cannot read: each failure is named, and the exit status is 1 at the end.
+Errors a person can fix (a missing file, a bad argument, bad training data, a
+read-only folder) are one line on stderr with exit status 2; Ctrl-C is
+"interrupted", exit status 130. TensorFlow's start-up log lines are hidden
+unless ``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import re
 import sys
+import tempfile
+import warnings
 
 from tfdeblur import pretrained
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+COMMANDS = ("info", "models", "deblur", "demo", "export", "train")
+
+# Set for the CLI process only, before TensorFlow is imported (never by the library).
+_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "OPENCV_LOG_LEVEL": "OFF"}
+# What TensorFlow's C++ libraries print while they load, before TF_CPP_MIN_LOG_LEVEL
+# takes effect: absl's pre-initialisation notice and glog-style records (oneDNN,
+# cudart_stub, cpu_feature_guard and its continuation line).
+_LOAD_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+                         r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
+                         r"|To enable the following instructions: ")
+# Errors a person causes and can fix: one line and exit status 2.
+_USER_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                NotADirectoryError, ValueError)
+_USER_ERROR_NAMES = {"ImageFileError", "FileNotFoundError", "PermissionError", "ValueError",
+                     "IsADirectoryError", "NotADirectoryError", "ConfigError"}
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 captured, then repeats all but its load noise.
+
+    The notices are written by C++ to the process's stderr before any Python
+    setting can silence them, so they are filtered at the file-descriptor level.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines()
+                    if line.strip() and not _LOAD_NOISE.match(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Hides TensorFlow's log output and Python warnings from Keras / TensorFlow for the command.
+
+    Everything is restored afterwards, for callers of :func:`main` in their own process.
+    """
+    if verbose:
+        yield
+        return
+    saved_env = {k: os.environ.get(k) for k in _QUIET_ENV}
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [logger.level for logger in loggers]
+    os.environ.update(_QUIET_ENV)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(keras|tensorflow|absl)(\.|$)")
+            for logger in loggers:
+                logger.setLevel(logging.ERROR)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _info(args) -> int:
@@ -95,14 +177,25 @@ def _models(args) -> int:
 
 def _deblur(args) -> int:
     from tfdeblur._api import resolve_model
-    from tfdeblur.inference import deblur_files
+    from tfdeblur.inference import DeblurFilesError, deblur_files, plan_outputs
 
+    # Checked before the model is loaded: a refused output costs no time.
+    plan_outputs(args.inputs, args.output, suffix=args.suffix,
+                 overwrite_inputs=args.overwrite_inputs)
     model, description = resolve_model(args.model)
     if not args.quiet:
         print(f"model: {description}")
-    written = deblur_files(model, args.inputs, args.output, tile=args.tile,
-                           overlap=args.overlap, batch_size=args.batch_size,
-                           suffix=args.suffix, progress=not args.quiet)
+    try:
+        written = deblur_files(model, args.inputs, args.output, tile=args.tile,
+                               overlap=args.overlap, batch_size=args.batch_size,
+                               suffix=args.suffix, progress=not args.quiet,
+                               overwrite_inputs=args.overwrite_inputs)
+    except DeblurFilesError as e:
+        for _, message in e.failed:
+            print(f"tfdeblur deblur: error: {message}", file=sys.stderr)
+        print(f"wrote {len(e.written)} image(s) to {args.output}; {len(e.failed)} failed",
+              file=sys.stderr)
+        return 1
     if not args.quiet:
         print(f"wrote {len(written)} image(s) to {args.output}")
     return 0
@@ -134,12 +227,13 @@ def _export(args) -> int:
     for path in (args.saved_model, args.tflite):
         # Checked before any work, so that one export is not written and the other refused.
         if path and os.path.lexists(path) and not args.overwrite:
-            raise FileExistsError(f"{path} already exists (pass --overwrite to replace it)")
+            kind = "folder" if os.path.isdir(path) else "file"
+            raise ValueError(f"{path} already exists (a {kind}; pass --overwrite to replace it)")
 
     from tfdeblur.export import ExportError, convert_tflite, export_saved_model
     from tfdeblur.inference import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model)  # checks that it maps images to images of the same shape
     try:
         if args.saved_model:
             path = export_saved_model(model, args.saved_model, input_shape=(None, None, None),
@@ -154,9 +248,15 @@ def _export(args) -> int:
                   f"[1, {args.size[0]}, {args.size[1]}, {model.input_shape[-1]}], "
                   f"quantize={args.quantize})")
     except ExportError as e:
-        print(f"tfdeblur export: failed: {e}", file=sys.stderr)
+        print(f"tfdeblur export: failed: {_message(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _train(args) -> int:
+    from tfdeblur.training import command as train_command
+
+    return train_command.run(args)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -167,24 +267,87 @@ def _size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tfdeblur", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, compiled-op status, available models")
-    sub.add_parser("models", help="list the bundled trained models, then the architectures")
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+def _add_verbose(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="show TensorFlow's log output and warnings")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose arguments may be added when it is first used (``fill``).
+
+    ``tfdeblur train``'s arguments come from :mod:`tfdeblur.training.command`,
+    whose package imports TensorFlow: it is imported only when ``train`` is the
+    subcommand, so ``tfdeblur --help`` and the other subcommands stay fast.
+    """
+
+    def __init__(self, *args, fill=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+        return super().parse_known_args(args, namespace)
+
+
+def _train_arguments(verbose: bool):
+    def fill(parser: argparse.ArgumentParser) -> None:
+        if not verbose:
+            _import_tensorflow_quietly()
+        from tfdeblur.training import command as train_command
+
+        train_command.add_arguments(parser)
+
+    return fill
+
+
+def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tfdeblur", description="Single-image deblurring with Keras / TensorFlow: bundled "
+        "trained models, training, export.")
+    _add_verbose(p, default=False)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands", parser_class=_Parser)
+    info = sub.add_parser("info", help="versions, compiled-op status, available models")
+    _add_verbose(info)
+    models = sub.add_parser("models",
+                            help="list the bundled trained models, then the architectures")
+    _add_verbose(models)
     d = sub.add_parser("deblur", help="deblur image files (the best bundled model, or -m)")
-    d.add_argument("inputs", nargs="+", help="image files or folders of images")
+    d.add_argument("inputs", nargs="+", help="image files or folders of images (subfolders "
+                                             "included)")
     d.add_argument("-m", "--model", default=None,
                    help="a bundled model name (`tfdeblur models`) or a trained .keras file "
                         "(default: the best bundled model)")
     d.add_argument("-o", "--output", required=True,
-                   help="output folder, or an output file when there is one input")
-    d.add_argument("--tile", type=int, default=None,
+                   help="output folder (inputs keep their names; files of the same name from "
+                        "different folders keep enough of their path to be told apart), or an "
+                        "output file when there is one image")
+    d.add_argument("--tile", type=_int_at_least(1), default=None,
                    help="process large images as overlapping tiles of this size")
-    d.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
-    d.add_argument("--batch-size", type=int, default=4, help="tiles per model call")
+    d.add_argument("--overlap", type=_int_at_least(0), default=32,
+                   help="tile overlap in pixels (less than half the tile)")
+    d.add_argument("--batch-size", type=_int_at_least(1), default=4, help="tiles per model call")
     d.add_argument("--suffix", default="", help="added to output file names")
+    d.add_argument("--overwrite-inputs", action="store_true",
+                   help="allow outputs to replace input files (refused otherwise)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_verbose(d)
     m = sub.add_parser("demo", help="deblur the bundled real blurry photo; writes "
                                     "deblurred.png and side_by_side.png")
     m.add_argument("-m", "--model", default=None,
@@ -192,8 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", default="demo_output", help="output folder (created)")
     m.add_argument("--input", default=None,
                    help="another image instead of the bundled photo (GoPro, 1280x720)")
-    m.add_argument("--tile", type=int, default=None,
-                   help="process the image as overlapping tiles of this size")
+    m.add_argument("--tile", type=_int_at_least(1), default=None,
+                   help="process the image as overlapping tiles of this size (more than 64)")
+    _add_verbose(m)
     e = sub.add_parser("export", help="export a trained .keras model for TF Serving "
                                       "(SavedModel) or TFLite, stock TensorFlow ops only")
     e.add_argument("-m", "--model", required=True, help="trained model file (.keras)")
@@ -205,29 +369,82 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=["dynamic", "float16"], default=None,
                    help="TFLite weight quantization (default: float32)")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    from tfdeblur.training import command as train_command
-
-    train_command.add_arguments(sub.add_parser(
-        "train", help="train from a config (training/configs/); run again with the same "
-                      "--run-dir to resume from its newest checkpoint"))
+    _add_verbose(e)
+    t = sub.add_parser("train", fill=_train_arguments(verbose),
+                       help="train from a config (training/configs/); run again with the same "
+                            "--run-dir to resume from its newest checkpoint")
+    _add_verbose(t)
+    p.subcommand_parsers = sub.choices  # for checks across arguments after parsing
     return p
 
 
-def _train(args) -> int:
-    from tfdeblur.training import command as train_command
+def _check_tiles(parser: argparse.ArgumentParser, args) -> None:
+    if getattr(args, "tile", None) is None:
+        return
+    overlap = getattr(args, "overlap", 32)  # demo tiles with the default overlap
+    if args.tile <= 2 * overlap:
+        option = "--overlap" if args.command == "deblur" else "the overlap"
+        parser.subcommand_parsers[args.command].error(
+            f"argument --tile: must be more than twice {option} ({overlap}), got {args.tile}")
 
-    return train_command.run(args)
+
+def _message(e: BaseException) -> str:
+    from tfdeblur._messages import user_message
+
+    return user_message(e)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    if isinstance(e, _USER_ERRORS):
+        return True
+    if isinstance(e, OSError):  # a read-only or full disk, a folder that cannot be made
+        return e.filename is not None or bool(e.strerror)
+    from tfdeblur._messages import inner_error
+
+    inner = inner_error(e)  # an error raised inside tf.data (e.g. a corrupt training image)
+    return inner is not None and inner[0] in _USER_ERROR_NAMES
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"info": _info, "models": _models, "deblur": _deblur, "demo": _demo,
-                "export": _export, "train": _train}
-    try:
-        return handlers[args.command](args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"tfdeblur {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    """Runs the command line ``argv`` (default: the program's); returns the exit status."""
+    as_program = argv is None
+    status, command = _run(list(sys.argv[1:] if argv is None else argv))
+    if as_program and command == "train" and status != 0:
+        # A training stopped by an error or Ctrl-C can leave tf.data workers inside a
+        # py_function; the iterator's destructor then waits for them while holding the
+        # GIL they need, and the interpreter hangs (or aborts) at exit. Everything the
+        # run writes is on disk by now (atomic writes), so leave without finalizing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    verbose = "--verbose" in options
+    command = "?"
+    with _quiet(verbose):
+        try:
+            parser = build_parser(verbose)
+            args = parser.parse_args(argv)
+            command = args.command
+            _check_tiles(parser, args)
+            if not verbose:
+                _import_tensorflow_quietly()
+            handlers = {"info": _info, "models": _models, "deblur": _deblur, "demo": _demo,
+                        "export": _export, "train": _train}
+            return handlers[command](args), command
+        except KeyboardInterrupt:
+            print(f"tfdeblur {command}: interrupted", file=sys.stderr)
+            return 130, command
+        except Exception as e:
+            if not _is_user_error(e):
+                raise
+            print(f"tfdeblur {command}: error: {_message(e)}", file=sys.stderr)
+            return 2, command
+        finally:
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -155,3 +155,75 @@ def test_atomic_write_bytes(tmp_path):
     assert (tmp_path / "f.bin").read_bytes() == b"abc"
     with pytest.raises(OSError, match=r"f\.bin"):
         atomic_write_bytes(tmp_path / "no" / "f.bin", b"abc")
+
+
+def test_read_as_stored_keeps_depth_channels_and_alpha(tmp_path, rng):
+    grey16 = rng.integers(0, 65536, (4, 5), dtype=np.uint16)
+    _cv2_write(tmp_path / "g16.png", grey16)
+    out = read_image(tmp_path / "g16.png", as_stored=True)
+    assert out.dtype == np.uint16 and out.shape == (4, 5)
+    np.testing.assert_array_equal(out, grey16)
+    rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    _cv2_write(tmp_path / "rgb.jpg", rgb)
+    assert read_image(tmp_path / "rgb.jpg", as_stored=True).shape == (4, 5, 3)
+    for ext, dtype in ((".png", np.uint8), (".png", np.uint16), (".tif", np.uint16),
+                       (".webp", np.uint8), (".bmp", np.uint8)):
+        rgba = rng.integers(0, np.iinfo(dtype).max + 1, (6, 7, 4)).astype(dtype)
+        path = tmp_path / f"rgba_{np.dtype(dtype).name}{ext}"
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else []  # lossless
+        assert cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), params)
+        out = read_image(path, as_stored=True)
+        assert out.dtype == dtype and out.shape == (6, 7, 4), path
+        np.testing.assert_array_equal(out, rgba)
+        # The default read is unchanged: RGB float, alpha dropped.
+        np.testing.assert_allclose(read_image(path), rgba[..., :3] / np.iinfo(dtype).max,
+                                   atol=1e-7)
+
+
+# EXIF orientation -> how the stored pixels are shown (the EXIF 2.3 table).
+_EXIF_ORIENTATIONS = {
+    1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1),
+}
+
+
+def _png_with_orientation(png: bytes, orientation: int) -> bytes:
+    """Inserts an eXIf chunk (a big-endian TIFF header, one IFD entry: Orientation)."""
+    import struct
+    import zlib
+
+    exif = (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1)
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0))
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + exif) & 0xFFFFFFFF)
+    end_of_ihdr = 8 + 8 + 13 + 4
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+
+
+def test_read_as_stored_orients_alpha_like_the_colour(tmp_path, rng):
+    rgba = rng.integers(0, 256, (6, 9, 4), dtype=np.uint8)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    assert ok
+    for orientation, shown in _EXIF_ORIENTATIONS.items():
+        path = tmp_path / f"o{orientation}.png"
+        path.write_bytes(_png_with_orientation(buf.tobytes(), orientation))
+        expected = shown(rgba)
+        np.testing.assert_array_equal(read_image(path, as_stored=True), expected)
+        np.testing.assert_allclose(read_image(path), expected[..., :3] / 255, atol=1e-7)
+
+
+def test_write_rgba_and_grey_16bit(tmp_path, rng):
+    rgba = rng.integers(0, 65536, (3, 4, 4), dtype=np.uint16)
+    write_image(tmp_path / "a.png", rgba)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png", as_stored=True), rgba)
+    x = rng.random((3, 4, 4)).astype(np.float32)
+    write_image(tmp_path / "b.tif", x, bit_depth=16)
+    np.testing.assert_array_equal(read_image(tmp_path / "b.tif", as_stored=True),
+                                  np.rint(x.astype(np.float64) * 65535).astype(np.uint16))
+    g = rng.random((3, 4)).astype(np.float32)
+    write_image(tmp_path / "g.png", g, bit_depth=16)
+    out = read_image(tmp_path / "g.png", as_stored=True)
+    assert out.dtype == np.uint16 and out.shape == (3, 4)
+    with pytest.raises(ValueError, match="an RGBA img needs a format with alpha"):
+        write_image(tmp_path / "a.jpg", rgba.astype(np.uint8))

@@ -44,8 +44,8 @@ def test_tiles_with_3x3_receptive_field_differ_only_near_seams(rng):
 
 def test_input_validation(rng):
     model = _pointwise_model()
-    with pytest.raises(ValueError, match=r"image must be an RGB array \[H, W, 3\]"):
-        deblur_image(model, np.zeros((8, 8, 4), np.float32))
+    with pytest.raises(ValueError, match=r"image must be an array \[H, W, 3\] \(RGB\)"):
+        deblur_image(model, np.zeros((8, 8, 2), np.float32))
     bad = np.zeros((8, 8, 3), np.float32)
     bad[2, 2, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
@@ -94,8 +94,105 @@ def test_list_images_errors(tmp_path):
 def test_bad_model_file(tmp_path):
     p = tmp_path / "junk.keras"
     p.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="could not be loaded"):
+    with pytest.raises(ValueError, match="could not be loaded: it is not a .keras"):
         load_model(p)
+
+
+def test_truncated_or_damaged_model_file_says_so(tmp_path):
+    good = tmp_path / "m.keras"
+    _pointwise_model().save(good)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=rf"model file {cut} could not be loaded: it is "
+                                         r"truncated or corrupt") as info:
+        load_model(cut)
+    assert "not found" not in str(info.value).lower()
+    # Flipped bytes inside a stored member: the archive's checksum names it.
+    damaged = bytearray(data)
+    start = data.index(b"model.weights.h5") + 200
+    damaged[start:start + 64] = bytes(b ^ 0xFF for b in damaged[start:start + 64])
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=rf"model file {bad} could not be loaded: it is "
+                                         r"(truncated or )?corrupt"):
+        load_model(bad)
+
+
+def _strided_model():
+    x = keras.Input((None, None, 3))
+    return keras.Model(x, keras.layers.Conv2D(3, 3, strides=2, padding="same")(x))
+
+
+def test_models_that_do_not_map_images_to_same_shape_are_refused(tmp_path):
+    x = keras.Input((None, None, 3))
+    valid = keras.Model(x, keras.layers.Conv2D(3, 3)(x))  # 2 pixels smaller
+    one = keras.Model(x, keras.layers.Conv2D(1, 1)(x))  # 1 channel out of 3
+    vector = keras.Model(x, keras.layers.GlobalAveragePooling2D()(x))
+    for model in (_strided_model(), valid, one, vector):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        with pytest.raises(ValueError, match=rf"model file {path} is not an image-to-image"):
+            load_model(path)
+    flat = keras.Sequential([keras.Input((12,)), keras.layers.Dense(12)])
+    flat.save(tmp_path / "flat.keras")
+    with pytest.raises(ValueError, match=r"takes input of shape \(None, 12\), not images"):
+        load_model(tmp_path / "flat.keras")
+    # A model used directly (not loaded) is checked on its first call.
+    with pytest.raises(ValueError, match=r"maps \[1, 20, 22, 3\] to \[1, 10, 11, 3\]"):
+        deblur_image(_strided_model(), np.zeros((20, 22, 3), np.float32))
+
+
+def test_networks_pass_the_image_to_image_check():
+    from tfdeblur import models
+    from tfdeblur.inference import check_image_to_image
+
+    for name, config in (("lmfn", {"width": 4, "num_blocks": 1}), ("svrnn", {}),
+                         ("svdn", {"return_positions": True})):
+        check_image_to_image(models.build(name, **config), name)
+
+
+def test_grey_and_rgba_arrays_keep_their_layout(rng):
+    model = _pointwise_model()
+    rgb = rng.uniform(0, 1, (9, 11, 3)).astype(np.float32)
+    alpha = rng.uniform(0, 1, (9, 11, 1)).astype(np.float32)
+    out = deblur_image(model, np.concatenate([rgb, alpha], axis=2))
+    assert out.shape == (9, 11, 4)
+    np.testing.assert_array_equal(out[..., 3:], alpha)
+    np.testing.assert_allclose(out[..., :3], deblur_image(model, rgb), atol=1e-6)
+    grey = rgb[..., 0]
+    expected = deblur_image(model, np.repeat(grey[..., None], 3, axis=2)).mean(axis=2)
+    np.testing.assert_allclose(deblur_image(model, grey), expected, atol=1e-6)
+    assert deblur_image(model, grey[..., None]).shape == (9, 11, 1)
+    u16 = (rgb * 65535).astype(np.uint16)
+    rgba16 = np.concatenate([u16, (alpha * 65535).astype(np.uint16)], axis=2)
+    np.testing.assert_allclose(deblur_image(model, rgba16)[..., 3] * 65535,
+                               rgba16[..., 3], atol=1e-2)
+
+
+def test_grey_model_takes_grey_images(rng):
+    x = keras.Input((None, None, 1))
+    model = keras.Model(x, keras.layers.Activation("sigmoid")(keras.layers.Conv2D(1, 1)(x)))
+    grey = rng.uniform(0, 1, (7, 8)).astype(np.float32)
+    out = deblur_image(model, grey)
+    assert out.shape == (7, 8)
+    np.testing.assert_allclose(out, np.asarray(model(grey[None, ..., None]))[0, ..., 0],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="takes 1-channel images; the image is colour"):
+        deblur_image(model, np.zeros((7, 8, 3), np.float32))
+
+
+def test_too_small_image_and_tile_say_the_minimum():
+    from tfdeblur import models
+
+    net = models.build("lmfn", width=4, num_blocks=1)  # minimum 17x17
+    with pytest.raises(ValueError, match=r"image 12x5 is smaller than the model's minimum of "
+                                         r"17x17 pixels") as info:
+        deblur_image(net, np.zeros((5, 12, 3), np.float32))
+    assert "\x1b" not in str(info.value) and "Exception encountered" not in str(info.value)
+    with pytest.raises(ValueError, match="tile must be at least the model's minimum image "
+                                         "size 17, got 10"):
+        deblur_image(net, np.zeros((40, 40, 3), np.float32), tile=10, overlap=2)
 
 
 def test_info_command(capsys):

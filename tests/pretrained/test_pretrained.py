@@ -148,8 +148,17 @@ def test_deblur_arrays_files_and_models(bundled, tiny_model_file, tmp_path, rng)
     np.testing.assert_allclose(tfdeblur.deblur(tmp_path / "photo.png"),
                                deblur_image(original, read_image(tmp_path / "photo.png")),
                                atol=1e-6)
-    with pytest.raises(ValueError, match=r"RGB array \[H, W, 3\]"):
-        tfdeblur.deblur(np.zeros((30, 41), np.float32))
+    grey = img[..., 1]
+    np.testing.assert_allclose(tfdeblur.deblur(grey),
+                               deblur_image(original, np.repeat(grey[..., None], 3, axis=2))
+                               .mean(axis=2), atol=1e-6)
+    rgba = np.concatenate([img, grey[..., None]], axis=2)
+    out = tfdeblur.deblur(rgba)
+    assert out.shape == (30, 41, 4)
+    np.testing.assert_allclose(out[..., :3], expected, atol=1e-6)
+    np.testing.assert_allclose(out[..., 3] * 255, grey, atol=1e-3)
+    with pytest.raises(ValueError, match=r"\[H, W, 3\] \(RGB\), \[H, W, 4\] \(RGBA\)"):
+        tfdeblur.deblur(np.zeros((30, 41, 2), np.float32))
 
 
 def test_deblur_caches_models_and_reloads_a_changed_file(bundled, tiny_model_file):

@@ -1,8 +1,10 @@
 """The package's one image reader and writer.
 
 ``read_image`` returns RGB float32 ``[H, W, 3]`` in [0, 1] whatever the file
-holds (8- or 16-bit, grey, RGB or RGBA); ``write_image`` is its inverse and
-writes atomically. Every failure names the file: a missing, unreadable,
+holds (8- or 16-bit, grey, RGB or RGBA); with ``as_stored=True`` it returns the
+samples as the file holds them (depth, grey / RGB / RGBA), which is what a tool
+that writes a processed copy needs to keep them. ``write_image`` is its inverse
+and writes atomically. Every failure names the file: a missing, unreadable,
 truncated or undecodable image is an error, never a partial or black image.
 """
 
@@ -24,6 +26,11 @@ _JPEG_EOI = b"\xff\xd9"
 # Colour, depth preserved (uint8 / uint16), RGB order, grey expanded to RGB,
 # alpha dropped, EXIF orientation applied.
 _DECODE_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH
+# As stored: grey stays one channel, depth preserved, EXIF orientation applied,
+# alpha dropped (IMREAD_UNCHANGED, which keeps alpha, ignores EXIF orientation
+# for PNG and WebP, so the alpha plane is decoded separately and oriented).
+_STORED_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+_PNG_COLOUR_TYPES_WITH_ALPHA = (4, 6)
 
 
 class ImageFileError(ValueError):
@@ -63,15 +70,17 @@ def _check_complete(data: bytes, path: str) -> None:
                                  f"marker ({len(data)} bytes)")
 
 
-def decode_image(data: bytes, path: str = "<bytes>") -> np.ndarray:
-    """Decodes an encoded image to RGB ``[H, W, 3]`` in its stored depth.
+def decode_image(data: bytes, path: str = "<bytes>", *, as_stored: bool = False) -> np.ndarray:
+    """Decodes an encoded image in its stored depth.
 
     Args:
         data: the file's bytes.
         path: the name used in error messages.
+        as_stored: keep the file's channels (grey ``[H, W]``, RGB ``[H, W, 3]``
+            or RGBA ``[H, W, 4]``) instead of converting to RGB.
 
     Returns:
-        ``uint8`` or ``uint16`` array ``[H, W, 3]``, RGB.
+        ``uint8`` or ``uint16`` array, RGB ``[H, W, 3]`` (or as stored).
 
     Raises:
         ImageFileError: naming ``path`` when the bytes are empty, truncated or
@@ -80,15 +89,65 @@ def decode_image(data: bytes, path: str = "<bytes>") -> np.ndarray:
     if len(data) == 0:
         raise ImageFileError(f"image file {path} is empty")
     _check_complete(data, path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS)
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        img = cv2.imdecode(buf, _STORED_FLAGS if as_stored else _DECODE_FLAGS)
+    except cv2.error as e:  # OpenCV's own checks, e.g. a header claiming 10^6 rows
+        raise ImageFileError(f"image file {path} could not be decoded: "
+                             f"{e.err or 'OpenCV error'}") from None
     if img is None:
         raise ImageFileError(f"image file {path} could not be decoded (corrupt or not an image)")
     if img.dtype not in (np.uint8, np.uint16):
         raise ImageFileError(f"image file {path} has unsupported sample type {img.dtype} "
                              "(expected 8- or 16-bit integer samples)")
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+    shape_ok = (img.ndim == 3 and img.shape[2] == 3) or (as_stored and img.ndim == 2)
+    if not shape_ok or img.shape[0] == 0 or img.shape[1] == 0:
         raise ImageFileError(f"image file {path} decoded to an unexpected shape {img.shape}")
-    return img
+    if not as_stored:
+        return img
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    alpha = _decode_alpha(buf, data, path, img)
+    if alpha is None:
+        return img
+    colour = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+    return np.concatenate([colour, alpha[..., None]], axis=2)
+
+
+def _may_have_alpha(data: bytes) -> bool:
+    if data.startswith(_PNG_SIGNATURE):
+        # IHDR is the first chunk; its colour type is byte 25. A palette or grey
+        # image can still carry transparency in a tRNS chunk.
+        return (len(data) > 25 and data[25] in _PNG_COLOUR_TYPES_WITH_ALPHA) or b"tRNS" in data
+    return not data.startswith(_JPEG_SOI)  # JPEG has no alpha; TIFF, WebP, BMP may
+
+
+def _decode_alpha(buf: np.ndarray, data: bytes, path: str, oriented: np.ndarray):
+    """The alpha plane oriented like ``oriented`` (RGB or grey), or None without alpha."""
+    if not _may_have_alpha(data):
+        return None
+    try:
+        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise ImageFileError(f"image file {path}: its alpha channel could not be decoded: "
+                             f"{e.err or 'OpenCV error'}") from None
+    if raw is None or raw.ndim != 3 or raw.shape[2] != 4 or raw.dtype != oriented.dtype:
+        return None
+    raw_colour = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB)
+    if oriented.ndim == 2:
+        raw_colour = raw_colour[..., 0]
+    # The decoder applied the EXIF orientation to the colour but not to the
+    # unchanged decode (PNG, WebP): find which of the eight flips / rotations
+    # did it. In EXIF order; the identity is by far the most common.
+    for k, flip in ((0, False), (0, True), (2, False), (2, True),
+                    (1, True), (3, False), (3, True), (1, False)):
+        cand = np.rot90(raw_colour, k)
+        cand = cand[:, ::-1] if flip else cand
+        if cand.shape == oriented.shape and np.array_equal(cand, oriented):
+            a = np.rot90(raw[..., 3], k)
+            return np.ascontiguousarray(a[:, ::-1] if flip else a)
+    raise ImageFileError(f"image file {path}: its alpha channel does not match the "
+                         f"orientation of its colour channels")
 
 
 def to_float(img: np.ndarray) -> np.ndarray:
@@ -97,17 +156,21 @@ def to_float(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32) * np.float32(scale)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as RGB float32 ``[H, W, 3]`` in [0, 1].
+def read_image(path: str | os.PathLike, *, as_stored: bool = False) -> np.ndarray:
+    """Reads an image file as RGB float32 ``[H, W, 3]`` in [0, 1] (or as stored).
 
     8-bit samples are divided by 255, 16-bit samples by 65535; grey images are
-    repeated over the three channels and an alpha channel is dropped.
+    repeated over the three channels and an alpha channel is dropped. EXIF
+    orientation is applied.
 
     Args:
         path: a PNG, JPEG, BMP, TIFF or WebP file.
+        as_stored: return the samples as the file holds them instead: ``uint8``
+            or ``uint16``, grey ``[H, W]``, RGB ``[H, W, 3]`` or RGBA
+            ``[H, W, 4]`` (grey with alpha becomes RGBA).
 
     Returns:
-        float32 array ``[H, W, 3]``.
+        float32 array ``[H, W, 3]`` (or the stored samples).
 
     Raises:
         FileNotFoundError: naming ``path`` when it does not exist.
@@ -116,6 +179,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Example:
         >>> img = read_image("sharp/000047.png")  # float32 (720, 1280, 3)
+        >>> read_image("logo.png", as_stored=True).shape  # uint8 (64, 64, 4)
     """
     path = _fspath(path)
     try:
@@ -127,11 +191,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageFileError(f"image file {path} is a directory") from None
     except OSError as e:
         raise ImageFileError(f"image file {path} cannot be read: {e.strerror or e}") from None
+    if as_stored:
+        return decode_image(data, path, as_stored=True)
     return to_float(decode_image(data, path))
 
 
 def write_image(path: str | os.PathLike, img, *, bit_depth: int = 8, quality: int = 95) -> None:
-    """Writes an RGB (or grey) image atomically; the format follows the extension.
+    """Writes an RGB, RGBA or grey image atomically; the format follows the extension.
 
     Floating-point input is taken to be in [0, 1]: it is clipped and rounded
     to ``bit_depth`` bits. Integer input (uint8 / uint16) is written as is.
@@ -141,7 +207,8 @@ def write_image(path: str | os.PathLike, img, *, bit_depth: int = 8, quality: in
     Args:
         path: destination; ``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.tif``/
             ``.tiff`` or ``.webp``. Its folder must exist.
-        img: ``[H, W, 3]``, ``[H, W, 1]`` or ``[H, W]`` array (or tensor).
+        img: ``[H, W, 3]`` RGB, ``[H, W, 4]`` RGBA (not for JPEG), ``[H, W, 1]`` or
+            ``[H, W]`` grey array (or tensor).
         bit_depth: 8 or 16 for float input (16 only for PNG and TIFF).
         quality: JPEG / WebP quality, 1 to 100.
 
@@ -163,8 +230,12 @@ def write_image(path: str | os.PathLike, img, *, bit_depth: int = 8, quality: in
     arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise ValueError(f"img must be [H, W, 3], [H, W, 1] or [H, W], got shape {arr.shape}")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ValueError(f"img must be [H, W, 3], [H, W, 4], [H, W, 1] or [H, W], "
+                         f"got shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] == 4 and ext in (".jpg", ".jpeg"):
+        raise ValueError(f"an RGBA img needs a format with alpha (.png, .tif, .webp, .bmp), "
+                         f"got {path}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"img must not be empty, got shape {arr.shape}")
     if np.issubdtype(arr.dtype, np.floating):
@@ -178,7 +249,8 @@ def write_image(path: str | os.PathLike, img, *, bit_depth: int = 8, quality: in
     elif arr.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"img must be float, uint8 or uint16, got {arr.dtype}")
     if arr.ndim == 3:
-        arr = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2BGR)
+        arr = cv2.cvtColor(np.ascontiguousarray(arr),
+                           cv2.COLOR_RGB2BGR if arr.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     params = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
