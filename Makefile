@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfdeblur-deps
+EDITABLE := $(VENV)/.tfdeblur-editable
 
 .PHONY: setup build run test bench lint cuda-standalone clean
 
@@ -16,11 +17,21 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet "tensorflow==2.21.*" "keras>=3.10" numpy opencv-python-headless pytest "ruff==0.17.5"
 	touch $(STAMP)
 
-# Editable install; compiles custom_ops/ into tfdeblur/ops/ against the installed TF.
-setup: $(STAMP)
+# Editable install, once (again when the packaging files change); it compiles
+# custom_ops/ into tfdeblur/ops/ against the installed TF.
+$(EDITABLE): pyproject.toml setup.py $(STAMP)
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
+	touch $(EDITABLE)
 
-# Recompile the op library after editing custom_ops/ (TFDEBLUR_CUDA=auto|0|1).
+# custom_ops/build.py compiles only when the sources, the TensorFlow version or the
+# CUDA choice changed since the library was built (a check that takes a moment), so
+# `make test` after `make run` rebuilds nothing. The CUDA kernels are built when a
+# GPU is present, or with TFDEBLUR_CUDA=1 (CI); TFDEBLUR_CUDA=0 never.
+setup: $(EDITABLE)
+	$(BIN)/python custom_ops/build.py
+
+# Recompile the op library after editing custom_ops/ (TFDEBLUR_CUDA=auto|0|1);
+# `$(BIN)/python custom_ops/build.py --force` rebuilds an unchanged one.
 build: $(STAMP)
 	$(BIN)/python custom_ops/build.py
 
@@ -45,4 +56,5 @@ cuda-standalone:
 	$(PYTHON) custom_ops/build.py --standalone-cuda build/cuda_standalone
 
 clean:
-	rm -rf build *.egg-info tfdeblur/ops/_tfdeblur_ops*.so tfdeblur/ops/_build_info.json
+	rm -rf build *.egg-info tfdeblur/ops/_tfdeblur_ops*.so tfdeblur/ops/_build_info.json \
+		tfdeblur/ops/.build_fingerprint.json $(EDITABLE)

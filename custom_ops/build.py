@@ -13,8 +13,14 @@ Usage::
     python custom_ops/build.py --standalone-cuda DIR   # TF-free CUDA test library
 
 ``TFDEBLUR_CUDA`` (``auto`` | ``0`` | ``1``) sets the default of ``--cuda``:
-``auto`` builds the CUDA kernels when ``nvcc`` is found and TensorFlow is a
-CUDA build; ``1`` requires them (an error if they cannot be built).
+``auto`` builds the CUDA kernels when this machine has an NVIDIA GPU
+(``/dev/nvidia0`` exists or ``nvidia-smi -L`` lists one), ``nvcc`` is found and
+TensorFlow is a CUDA build; ``1`` requires them (an error if they cannot be
+built; CI uses it to compile the CUDA code on a machine without a GPU).
+
+A build whose inputs are unchanged is skipped: the sources (and this
+script), the TensorFlow version and the CUDA choice are recorded in
+``.build_fingerprint.json`` beside the library; ``--force`` rebuilds anyway.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_NAME = "_tfdeblur_ops.so"
 STANDALONE_NAME = "libtfdeblur_cuda_standalone.so"
+FINGERPRINT_NAME = ".build_fingerprint.json"
 
 # Optimisation flags shared by every C++ translation unit. Not -march=native
 # (the library must run on other machines than the one that built it), but
@@ -123,32 +130,115 @@ def _tf_flags() -> tuple[list[str], list[str], dict]:
     }
 
 
-def _want_cuda(mode: str, tf_is_cuda: bool) -> tuple[bool, str | None]:
+def gpu_present() -> bool:
+    """True when there is an NVIDIA GPU (``/dev/nvidia0``, or ``nvidia-smi -L`` lists one)."""
+    if os.path.exists("/dev/nvidia0"):
+        return True
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and "GPU" in proc.stdout
+
+
+def _check_mode(mode: str) -> None:
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"TFDEBLUR_CUDA / --cuda must be auto, 0 or 1, got {mode!r}")
+
+
+def _want_cuda(mode: str, tf_is_cuda: bool) -> tuple[bool, str | None, str]:
+    """Whether to build the CUDA kernels, with which nvcc, and why (for the log)."""
+    _check_mode(mode)
     if mode == "0":
-        return False, None
+        return False, None, "TFDEBLUR_CUDA=0"
     nvcc = find_nvcc()
     if mode == "1":
         if nvcc is None:
             raise RuntimeError("TFDEBLUR_CUDA=1 but no nvcc was found (set NVCC or PATH)")
-        return True, nvcc
-    if nvcc is None or not tf_is_cuda:
-        return False, None
-    return True, nvcc
+        return True, nvcc, "TFDEBLUR_CUDA=1"
+    if not gpu_present():
+        # Compiling the kernels for every GPU architecture takes minutes; without a
+        # GPU they would never run.
+        return False, None, "auto: no GPU on this machine (TFDEBLUR_CUDA=1 builds them anyway)"
+    if nvcc is None:
+        return False, None, "auto: a GPU but no nvcc (set NVCC or PATH)"
+    if not tf_is_cuda:
+        return False, None, "auto: TensorFlow is not a CUDA build"
+    return True, nvcc, "auto: GPU, nvcc and a CUDA build of TensorFlow"
 
 
-def build(out_dir: str, cuda: str = "auto", jobs: int | None = None) -> str:
-    """Compiles the op library into ``out_dir`` and returns its path."""
+def _build_inputs() -> list[str]:
+    """Every file the library is compiled from, and this script (its flags)."""
+    files = [p for p in _sources("ops/*") + _sources("kernels/*") if os.path.isfile(p)]
+    return sorted(files) + [os.path.abspath(__file__)]
+
+
+def fingerprint(cuda: str) -> dict:
+    """What a build depends on, found without importing TensorFlow.
+
+    The sources' hash, the installed TensorFlow's version, and the CUDA choice's
+    inputs (the mode; for ``auto`` whether a GPU and an nvcc are present).
+    """
+    from importlib import metadata
+
+    _check_mode(cuda)
+    digest = hashlib.sha256()
+    for path in _build_inputs():
+        digest.update(os.path.relpath(path, HERE).encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(hashlib.sha256(f.read()).digest())
+    try:
+        tf_version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        tf_version = None
+    key = {"sources_sha256": digest.hexdigest(), "tensorflow_version": tf_version,
+           "cuda": cuda}
+    if cuda == "auto":
+        key["gpu_present"] = gpu_present()
+    if cuda != "0":
+        key["nvcc"] = find_nvcc()
+    return key
+
+
+def _fingerprint_path(out_dir: str) -> str:
+    return os.path.join(out_dir, FINGERPRINT_NAME)
+
+
+def up_to_date(out_dir: str, key: dict) -> bool:
+    """True when ``out_dir`` holds a library built from exactly ``key``'s inputs."""
+    try:
+        with open(_fingerprint_path(out_dir)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return recorded == key and all(os.path.isfile(os.path.join(out_dir, name))
+                                   for name in (LIB_NAME, "_build_info.json"))
+
+
+def build(out_dir: str, cuda: str = "auto", jobs: int | None = None, force: bool = False) -> str:
+    """Compiles the op library into ``out_dir`` and returns its path.
+
+    Skipped (the existing library returned) when :func:`fingerprint` matches
+    the one recorded by the last build into ``out_dir``, unless ``force``.
+    """
     os.makedirs(out_dir, exist_ok=True)
+    target = os.path.join(out_dir, LIB_NAME)
+    key = fingerprint(cuda)
+    if not force and up_to_date(out_dir, key):
+        _log(f"{target} is up to date (sources, TensorFlow {key['tensorflow_version']} and "
+             f"CUDA choice unchanged); not rebuilt")
+        return target
     cflags, lflags, info = _tf_flags()
-    use_cuda, nvcc = _want_cuda(cuda, info["is_cuda_build"])
+    use_cuda, nvcc, why = _want_cuda(cuda, info["is_cuda_build"])
     cc_sources = [s for s in _sources("ops/*.cc") + _sources("kernels/*.cc")
                   if not s.endswith(".cu.cc")]
     cu_sources = _sources("kernels/*.cu.cc") if use_cuda else []
     jobs = jobs or max(1, os.cpu_count() or 1)
     _log(f"TensorFlow {info['tensorflow_version']}; {len(cc_sources)} C++ sources; "
-         f"CUDA {'on (' + nvcc + ')' if use_cuda else 'off'}")
+         f"CUDA {'on (' + nvcc + ')' if use_cuda else 'off'} ({why})")
 
     tmp = tempfile.mkdtemp(prefix="tfdeblur_build_")
     try:
@@ -190,7 +280,6 @@ def build(out_dir: str, cuda: str = "auto", jobs: int | None = None) -> str:
 
         tmp_lib = os.path.join(tmp, LIB_NAME)
         _run(["g++", *CXX_FLAGS, "-o", tmp_lib, *objects, *lflags, *extra_link])
-        target = os.path.join(out_dir, LIB_NAME)
         # Move into place atomically so a running process never sees half a file.
         shutil.copyfile(tmp_lib, target + ".tmp")
         os.replace(target + ".tmp", target)
@@ -200,6 +289,9 @@ def build(out_dir: str, cuda: str = "auto", jobs: int | None = None) -> str:
             json.dump(info, f, indent=2)
         os.replace(os.path.join(out_dir, "_build_info.json.tmp"),
                    os.path.join(out_dir, "_build_info.json"))
+        with open(_fingerprint_path(out_dir) + ".tmp", "w") as f:
+            json.dump(key, f, indent=2)
+        os.replace(_fingerprint_path(out_dir) + ".tmp", _fingerprint_path(out_dir))
         _log(f"wrote {target}")
         return target
     finally:
@@ -235,13 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cuda", default=os.environ.get("TFDEBLUR_CUDA", "auto"),
                    help="auto | 0 | 1 (default: $TFDEBLUR_CUDA or auto)")
     p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even when the sources, TensorFlow and CUDA choice are unchanged")
     p.add_argument("--standalone-cuda", metavar="DIR", default=None,
                    help="build the TF-free CUDA test library into DIR instead")
     args = p.parse_args(argv)
     if args.standalone_cuda:
         build_standalone_cuda(args.standalone_cuda)
     else:
-        build(args.out, cuda=args.cuda, jobs=args.jobs)
+        build(args.out, cuda=args.cuda, jobs=args.jobs, force=args.force)
     return 0
 
 
