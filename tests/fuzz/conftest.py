@@ -9,16 +9,15 @@ minute. ``thorough``: a thousand random examples per test, failures kept in
 
 import os
 
-import pytest
+try:
+    from hypothesis import HealthCheck, settings
+except ModuleNotFoundError:  # the test modules skip themselves (importorskip)
+    settings = None
 
-hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is a dev dependency "
-                                 "(pip install -e .[dev])")
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
-                          database=None, print_blob=True, suppress_health_check=_SLOW_OK)
-settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True,
-                          suppress_health_check=_SLOW_OK)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
+if settings is not None:
+    _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+                              database=None, print_blob=True, suppress_health_check=_SLOW_OK)
+    settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True,
+                              suppress_health_check=_SLOW_OK)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

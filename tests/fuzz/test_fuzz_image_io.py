@@ -14,8 +14,10 @@ import time
 import cv2
 import numpy as np
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis", reason="hypothesis is a dev dependency (pip install -e .[dev])")
+from hypothesis import example, given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from tfdeblur.data.io import ImageFileError, read_image
 

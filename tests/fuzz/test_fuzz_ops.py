@@ -13,8 +13,10 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis", reason="hypothesis is a dev dependency (pip install -e .[dev])")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from tests.conftest import implementations
 from tests.ops.reference_deform_conv import axis_geometry, ref_deform_conv, ref_deform_conv_backward
@@ -220,13 +222,14 @@ def gr_cases(draw):
     direction = draw(st.sampled_from(DIRECTIONS + ("all",)))
     # float16 overflows at 65504: no gates beyond (-1, 1) there. "huge" (+-1e30, +-inf
     # among tanh gates) only on lines of one 16-step block, where even overflow follows
-    # the kernels step for step (docs/ops_nonfinite.md).
+    # the kernels step for step, and one direction at a time: the fused op's dx adds
+    # four directions' overflowing values in an unspecified order (docs/ops_nonfinite.md).
     kinds = ["tanh", "exact", "small"]
     scan_lengths = {"left_to_right": [w], "right_to_left": [w], "top_to_bottom": [h],
                     "bottom_to_top": [h], "all": [h, w]}[direction]
     if dtype != np.float16:
         kinds.append("wide")
-        if max(scan_lengths) <= 16:
+        if max(scan_lengths) <= 16 and direction != "all":
             kinds.append("huge")
     gates = draw(st.sampled_from(kinds))
     nonfinite = dtype != np.float16 and draw(st.sampled_from([True, True, False]))
