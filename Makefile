@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet "tensorflow==2.21.*" "keras>=3.10" numpy opencv-python-headless pytest "ruff==0.17.5"
+	$(BIN)/pip install --quiet "tensorflow==2.21.*" "keras>=3.10" numpy opencv-python-headless pytest hypothesis "ruff==0.17.5"
 	touch $(STAMP)
 
 # Editable install, once (again when the packaging files change); it compiles
