@@ -230,10 +230,17 @@ def _export(args) -> int:
             kind = "folder" if os.path.isdir(path) else "file"
             raise ValueError(f"{path} already exists (a {kind}; pass --overwrite to replace it)")
 
-    from tfdeblur.export import ExportError, convert_tflite, export_saved_model
+    from tfdeblur._api import model_file
+    from tfdeblur.export import ExportError, check_destination, convert_tflite, export_saved_model
     from tfdeblur.inference import load_model
 
-    model = load_model(args.model)  # checks that it maps images to images of the same shape
+    source, _ = model_file(args.model)  # a bundled model's name or a .keras file
+    # Before any work: with --overwrite, only an export of the same kind may be replaced,
+    # never the source model or a folder holding it (both destinations checked first).
+    for path, kind in ((args.saved_model, "saved_model"), (args.tflite, "tflite")):
+        if path:
+            check_destination(path, kind, overwrite=args.overwrite, source=source)
+    model = load_model(source)  # checks that it maps images to images of the same shape
     try:
         if args.saved_model:
             path = export_saved_model(model, args.saved_model, input_shape=(None, None, None),
@@ -360,7 +367,8 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     _add_verbose(m)
     e = sub.add_parser("export", help="export a trained .keras model for TF Serving "
                                       "(SavedModel) or TFLite, stock TensorFlow ops only")
-    e.add_argument("-m", "--model", required=True, help="trained model file (.keras)")
+    e.add_argument("-m", "--model", required=True,
+                   help="a bundled model name (tfdeblur models) or a trained model file (.keras)")
     e.add_argument("--saved-model", metavar="DIR",
                    help="write a SavedModel folder (any image size; for TF Serving)")
     e.add_argument("--tflite", metavar="FILE", help="write a .tflite file (needs --size)")

@@ -132,3 +132,17 @@ def test_side_by_side_layout():
     assert (crop == 255).sum() == pytest.approx(40 * 60 * 9, rel=0.1)
     with pytest.raises(ValueError, match="same shape"):
         side_by_side(blurry, sharp[:10])
+
+
+def test_a_bundled_model_exports_like_any_other(bundled, tiny_model_file, tmp_path, capsys):
+    """`tfdeblur export -m NAME`: a bundled model converts to TFLite (verified against
+    Keras inside the export); the bundled file itself is never a destination."""
+    out = tmp_path / "tiny_32.tflite"
+    assert main(["export", "-m", "tiny", "--tflite", str(out), "--size", "32x32"]) == 0
+    assert out.read_bytes()[4:8] == b"TFL3"
+    source = bundled / "tiny.keras"
+    before = source.read_bytes()
+    code = main(["export", "-m", str(source), "--tflite", str(source), "--size", "32x32",
+                 "--overwrite"])
+    assert code == 2 and "source model" in capsys.readouterr().err
+    assert source.read_bytes() == before
