@@ -151,11 +151,19 @@ def test_cli_overwrite_refuses_the_working_folder_and_the_model_file(project, ca
                                                                      monkeypatch):
     before = _snapshot(project)
     monkeypatch.chdir(project)
+    # The CLI checks destinations against the source model before loading it, so the
+    # reason given is the source rule (the content rules stop these cases too).
     assert main(["export", "-m", "m.keras", "--saved-model", ".", "--overwrite"]) == 2
-    assert "it is the current working folder" in capsys.readouterr().err
+    assert "it contains the source model" in capsys.readouterr().err
     assert main(["export", "-m", "m.keras", "--tflite", "m.keras", "--size", "17x17",
                  "--overwrite"]) == 2
-    assert "m.keras already exists and is not replaced" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "m.keras already exists and is not replaced" in err and "source model" in err
+    os.mkdir("sub")
+    monkeypatch.chdir("sub")  # the model is outside the working folder now
+    assert main(["export", "-m", "../m.keras", "--saved-model", ".", "--overwrite"]) == 2
+    assert "it is the current working folder" in capsys.readouterr().err
+    os.rmdir(os.path.join(project, "sub"))
     assert _snapshot(project) == before
 
 
