@@ -166,6 +166,8 @@ def write_docs(results: list[dict], folder: str, baseline: dict) -> None:
         base = baseline.get(key.split("_")[1])
         if base:
             ax.axhline(base, color="grey", linestyle="--", label="blurry input")
+            top = max((x[key] for r in results for x in r["curve"] if key in x), default=base)
+            ax.set_ylim(base - 1.0, top + 0.2)  # the first points of a Glorot start lie below
         ax.set_xlabel("CPU-minutes")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(label)
