@@ -261,6 +261,8 @@ def _export(args) -> int:
 
 
 def _train(args) -> int:
+    if not getattr(args, "verbose", False):
+        _import_tensorflow_quietly()
     from tfdeblur.training import command as train_command
 
     return train_command.run(args)
@@ -297,8 +299,8 @@ class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose arguments may be added when it is first used (``fill``).
 
     ``tfdeblur train``'s arguments come from :mod:`tfdeblur.training.command`,
-    whose package imports TensorFlow: it is imported only when ``train`` is the
-    subcommand, so ``tfdeblur --help`` and the other subcommands stay fast.
+    imported only when ``train`` is the subcommand (TensorFlow itself only when
+    training starts), so ``tfdeblur --help`` and the other subcommands stay fast.
     """
 
     def __init__(self, *args, fill=None, **kwargs):
@@ -314,8 +316,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _train_arguments(verbose: bool):
     def fill(parser: argparse.ArgumentParser) -> None:
-        if not verbose:
-            _import_tensorflow_quietly()
+        # The training package loads TensorFlow lazily: the arguments come without it.
         from tfdeblur.training import command as train_command
 
         train_command.add_arguments(parser)

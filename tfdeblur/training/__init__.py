@@ -10,34 +10,37 @@ included. The papers' recipes and small CPU configs are in
 ``training/configs/``.
 """
 
-from tfdeblur.training.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    TrainingState,
-    list_checkpoints,
-    load_checkpoint,
-    load_weights,
-    read_checkpoint,
-)
-from tfdeblur.training.config import (
-    ConfigError,
-    apply_overrides,
-    load_config,
-    read_config_file,
-    resolve_config,
-)
-from tfdeblur.training.optimizers import AdamL2, build_optimizer, learning_rate_schedule
-from tfdeblur.training.trainer import (
-    RunFolderError,
-    RunResult,
-    build_model,
-    compile_arguments,
-    fit_plan,
-    prepare,
-    train,
-    training_dataset,
-    validation_datasets,
-)
+import importlib
+
+# Names and the submodule that defines each. Loaded on first use, so that the command
+# line (``tfdeblur train --help``, config errors) does not import TensorFlow.
+_EXPORTS = {
+    "CheckpointError": "checkpoint", "CheckpointManager": "checkpoint",
+    "TrainingState": "checkpoint", "list_checkpoints": "checkpoint",
+    "load_checkpoint": "checkpoint", "load_weights": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "ConfigError": "config", "apply_overrides": "config", "load_config": "config",
+    "read_config_file": "config", "resolve_config": "config",
+    "AdamL2": "optimizers", "build_optimizer": "optimizers",
+    "learning_rate_schedule": "optimizers",
+    "RunFolderError": "trainer", "RunResult": "trainer", "build_model": "trainer",
+    "compile_arguments": "trainer", "fit_plan": "trainer", "prepare": "trainer",
+    "train": "trainer", "training_dataset": "trainer", "validation_datasets": "trainer",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfdeblur.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tfdeblur.training.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __all__ = [
     "AdamL2",
