@@ -75,7 +75,6 @@ def test_help_lists_every_subcommand_once(capsys):
                                           "(64), got 64"),
     (["--tile", "64", "--overlap", "80"], "argument --tile: must be more than twice --overlap "
                                           "(80), got 64"),
-    (["--tile", "64"], "argument --tile: must be more than twice --overlap (32), got 64"),
     (["--tile", "big"], "argument --tile: expected an integer, got 'big'"),
 ])
 def test_bad_numbers_are_usage_errors(args, message, capsys):
@@ -84,14 +83,6 @@ def test_bad_numbers_are_usage_errors(args, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: tfdeblur deblur") and f"tfdeblur deblur: error: {message}" in err
-
-
-def test_demo_tile_must_exceed_the_overlap(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["demo", "--tile", "50"])
-    assert info.value.code == 2
-    assert "tfdeblur demo: error: argument --tile: must be more than twice the overlap (32)" in \
-        capsys.readouterr().err
 
 
 def test_ctrl_c_is_interrupted_with_status_130(tmp_path, monkeypatch, capsys):
@@ -224,9 +215,11 @@ def test_bad_training_data_is_one_line_and_exits(tmp_path):
     err = out.stderr.splitlines()
     # One line naming the file (the reader says why: undecodable, or a PNG chunk that
     # claims more bytes than the file has).
+    # Every file is checked before the first step: a config error naming the section.
     assert len(err) == 1, out.stderr[-3000:]
-    assert err[0].startswith(f"tfdeblur train: error: image file {photos / 'p9.png'} "), err
-    assert "corrupt" in err[0], err
+    assert err[0].startswith("error: config section 'data.train': image file "
+                             f"{photos / 'p9.png'} "), err
+    assert "corrupt" in err[0] and "skip_bad_files" in err[0], err
 
 
 def test_readme_load_recipe_works_in_a_fresh_process(tmp_path):

@@ -123,7 +123,8 @@ def run_candidate(name: str, overrides: dict, args) -> dict:
                       **{k: float(v) for k, v in row.items()
                          if k.startswith("val_") and v not in ("", None)}})
     result = {"name": name, "description": CANDIDATES[name][0], "overrides": overrides,
-              "cpu_minutes": round(cpu / 60, 2), "wall_minutes": round((time.time() - start) / 60, 2),
+              "cpu_minutes": round(cpu / 60, 2),
+              "wall_minutes": round((time.time() - start) / 60, 2),
               "curve": curve}
     with open(done, "w") as f:
         json.dump(result, f, indent=1)

@@ -227,3 +227,67 @@ def test_write_rgba_and_grey_16bit(tmp_path, rng):
     assert out.dtype == np.uint16 and out.shape == (3, 4)
     with pytest.raises(ValueError, match="an RGBA img needs a format with alpha"):
         write_image(tmp_path / "a.jpg", rgba.astype(np.uint8))
+
+
+def test_bad_training_files_are_named_before_the_first_element(tmp_path):
+    """A corrupt photo in a training folder: an error naming it when the dataset is made
+    (not an abort mid-training), or with skip_bad_files a warning and the file left out."""
+    import warnings
+
+    from tfdeblur.data import paired_dataset, synthetic_dataset
+    from tfdeblur.data.io import ImageFileError, check_image_file, write_image
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        write_image(photos / f"p{i}.png", rng.uniform(0, 1, (40, 40, 3)))
+    good = (photos / "p0.png").read_bytes()
+    (photos / "p1.png").write_bytes(good[: len(good) // 2])          # truncated
+    (photos / "p2.png").write_bytes(b"")                              # empty
+    (photos / "p3.jpg").write_bytes(b"not an image at all")          # not an image
+    check_image_file(photos / "p0.png")
+    for name, why in (("p1.png", "truncated"), ("p2.png", "empty"), ("p3.jpg", "known format")):
+        with pytest.raises(ImageFileError, match=why):
+            check_image_file(photos / name)
+    with pytest.raises(ImageFileError, match=r"p1\.png.*skip_bad_files"):
+        synthetic_dataset(str(photos), patch_size=24)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = synthetic_dataset(str(photos), patch_size=24, skip_bad_files=True)
+    named = " ".join(str(w.message) for w in caught)
+    assert all(n in named for n in ("p1.png", "p2.png", "p3.jpg")) and "p0.png" not in named
+    assert len(list(ds)) == 1
+
+    pairs = tmp_path / "pairs"
+    for sub in ("blur", "sharp"):
+        (pairs / sub).mkdir(parents=True)
+        for i in range(2):
+            write_image(pairs / sub / f"{i}.png", rng.uniform(0, 1, (20, 20, 3)))
+    (pairs / "sharp" / "1.png").write_bytes(good[:100])
+    with pytest.raises(ImageFileError, match=r"sharp/1\.png"):
+        paired_dataset(str(pairs))
+    with pytest.warns(UserWarning, match=r"sharp/1\.png"):
+        assert len(list(paired_dataset(str(pairs), skip_bad_files=True))) == 1
+
+
+def test_config_skip_bad_files_shorthand(tmp_path):
+    from tfdeblur.data.io import write_image
+    from tfdeblur.training import config as config_lib
+
+    for sub in ("blur", "sharp"):
+        (tmp_path / sub).mkdir()
+        write_image(tmp_path / sub / "0.png", np.zeros((20, 20, 3)))
+    root = str(tmp_path)
+    out = config_lib._data_section(
+        {"skip_bad_files": True, "train": {"type": "paired", "root": root, "batch_size": 1,
+                                           "patch_size": 16},
+         "validation": {"a": {"type": "paired", "root": root},
+                        "b": {"type": "paired", "root": root, "skip_bad_files": False}}},
+        ".", 0)
+    # The shorthand sets every section's default; a section may still say otherwise.
+    assert out["train"]["skip_bad_files"] is True
+    assert out["validation"]["a"]["skip_bad_files"] is True
+    assert out["validation"]["b"]["skip_bad_files"] is False
+    with pytest.raises(config_lib.ConfigError, match="data.skip_bad_files"):
+        config_lib._data_section({"skip_bad_files": "yes", "train": {}}, ".", 0)

@@ -48,7 +48,8 @@ def test_accelerated_trajectory_extent_centre_and_acceleration(rng):
 
 
 def test_accelerated_trajectory_errors(rng):
-    for kwargs, name in (({"acceleration": -1}, "acceleration"), ({"curvature": np.nan}, "curvature"),
+    for kwargs, name in (({"acceleration": -1}, "acceleration"),
+                         ({"curvature": np.nan}, "curvature"),
                          ({"shake": -0.1}, "shake"), ({"samples": 2}, "samples")):
         with pytest.raises(ValueError, match=name):
             accelerated_trajectory(10.0, rng, **kwargs)

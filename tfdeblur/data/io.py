@@ -88,6 +88,67 @@ def _check_png_chunks(data: bytes, path: str) -> None:
         i += 12 + length
 
 
+#: File signatures of the formats :func:`check_image_file` recognises.
+_SIGNATURES = ((_PNG_SIGNATURE, "PNG"), (_JPEG_SOI, "JPEG"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Checks an image file without decoding it: readable, not empty, a known format
+    (by content), and for PNG and JPEG complete (:func:`_check_complete`).
+
+    Cheap enough to run over a whole training set before the first step, so a bad
+    file is named up front instead of failing in the middle of training.
+
+    Raises:
+        ImageFileError: naming ``path`` and what is wrong.
+    """
+    path = _fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageFileError(f"image file {path} cannot be read: {e.strerror or e}") from None
+    if not data:
+        raise ImageFileError(f"image file {path} is empty (0 bytes)")
+    known = any(data.startswith(sig) for sig, _ in _SIGNATURES) or (
+        data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    if not known:
+        raise ImageFileError(f"image file {path} is not an image of a known format "
+                             f"(PNG, JPEG, BMP, TIFF, WebP): it starts with {data[:8]!r}")
+    _check_complete(data, path)
+
+
+def check_image_files(paths, *, skip_bad: bool = False) -> list[str]:
+    """Runs :func:`check_image_file` over ``paths``; returns the good ones.
+
+    Args:
+        paths: image file paths.
+        skip_bad: leave bad files out with a warning naming each, instead of
+            raising on the first.
+
+    Raises:
+        ImageFileError: the first bad file (``skip_bad=False``), or when every
+            file is bad.
+    """
+    import warnings
+
+    good = []
+    for p in paths:
+        try:
+            check_image_file(p)
+        except ImageFileError as e:
+            if not skip_bad:
+                raise ImageFileError(f"{e} (set skip_bad_files to leave bad files out with a "
+                                     "warning)") from None
+            warnings.warn(f"{e}: left out", UserWarning, stacklevel=2)
+            continue
+        good.append(_fspath(p))
+    if paths and not good:
+        raise ImageFileError(f"all {len(paths)} image files are unusable (see the warnings)")
+    return good
+
+
 def decode_image(data: bytes, path: str = "<bytes>", *, as_stored: bool = False) -> np.ndarray:
     """Decodes an encoded image in its stored depth.
 

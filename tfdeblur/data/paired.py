@@ -32,7 +32,7 @@ import tensorflow as tf
 from tfdeblur.data import _pipeline
 from tfdeblur.data.augment import augment_pair
 from tfdeblur.data.flow import PRESETS, FlowCache, default_cache_dir, sequence_triplets
-from tfdeblur.data.io import _fspath, is_image_file, read_image
+from tfdeblur.data.io import _fspath, check_image_files, is_image_file, read_image
 
 LAYOUTS = ("auto", "gopro", "folders", "list")
 
@@ -249,7 +249,7 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
                    drop_remainder: bool = False, flip: bool = True, rotate: bool = True,
                    permute_channels: bool = True, repeat: bool = False, skip: int = 0,
                    num_parallel_calls: int = tf.data.AUTOTUNE,
-                   progress: bool = True) -> tf.data.Dataset:
+                   progress: bool = True, skip_bad_files: bool = False) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(blurry, sharp)`` float32 RGB images in [0, 1].
 
     By default: whole images, in file order, unbatched, unaugmented (a
@@ -295,6 +295,10 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
             stream cheaply (``skip=step * batch_size`` with ``repeat``).
         num_parallel_calls: parallel decoding / augmentation calls.
         progress: show the progress bar of the flow computation.
+        skip_bad_files: every file is checked before the dataset is made
+            (:func:`~tfdeblur.data.io.check_image_files`: unreadable, empty,
+            unknown or truncated files); a bad one raises an error naming it,
+            or with ``True`` its pair is left out with a warning naming it.
 
     Returns:
         Dataset of ``(blurry, sharp)`` (``(blurry, sharp, flow)`` with
@@ -331,6 +335,12 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
     if flow_preset not in PRESETS:
         raise ValueError(f"flow_preset must be one of {sorted(PRESETS)}, got {flow_preset!r}")
     pairs = find_pairs(root, layout=layout, split=split, blur_dir=blur_dir)
+    # Every file checked before the first element (named up front, or left out).
+    good = set(check_image_files([f for p in pairs for f in (p.blurry, p.sharp)],
+                                 skip_bad=bool(skip_bad_files)))
+    pairs = [p for p in pairs if p.blurry in good and p.sharp in good]
+    if not pairs:
+        raise ValueError(f"root {root}: no pair with both files usable")
 
     tensors = {"blurry": [p.blurry for p in pairs], "sharp": [p.sharp for p in pairs]}
     flow_store = None

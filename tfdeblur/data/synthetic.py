@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from tfdeblur.data.io import _fspath, is_image_file, read_image
+from tfdeblur.data.io import _fspath, check_image_files, is_image_file, read_image
 
 # --------------------------------------------------------------------------- motion
 
@@ -561,7 +561,7 @@ class SyntheticPair:
     foreground_kernel: np.ndarray | None
 
 
-def _draw_motion(rng: np.random.Generator, lo: float, hi: float, cfg: "BlurConfig",
+def _draw_motion(rng: np.random.Generator, lo: float, hi: float, cfg: BlurConfig,
                  recorded: bool = True):
     """(kernel, endpoints [2, 2]) from a recorded kernel or a fresh random trajectory."""
     if recorded and cfg.kernels and rng.random() < cfg.p_recorded:
@@ -736,7 +736,8 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
                       kernels=None, redraw_each_epoch: bool | None = None,
                       drop_remainder: bool = False, flip: bool = True, rotate: bool = True,
                       permute_channels: bool = True, repeat: bool = False, skip: int = 0,
-                      num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+                      num_parallel_calls: int = tf.data.AUTOTUNE,
+                      skip_bad_files: bool = False) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(blurry, sharp)`` pairs blurred on the fly from sharp photos.
 
     Each photo is blurred by :func:`synthesize_pair` (random camera shake or
@@ -774,6 +775,10 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
             are read or blurred, so that a resumed training run continues the
             same stream cheaply (``skip=step * batch_size`` with ``repeat``).
         num_parallel_calls: parallel synthesis calls.
+        skip_bad_files: every photo is checked before the dataset is made
+            (:func:`~tfdeblur.data.io.check_image_files`: unreadable, empty,
+            unknown or truncated files); a bad one raises an error naming it,
+            or with ``True`` is left out with a warning naming it.
 
     Returns:
         Dataset of ``(blurry, sharp)`` (``(blurry, sharp, flow)`` with
@@ -799,7 +804,7 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
         cfg = dataclasses.replace(cfg, kernels=tuple(ks))
     skip = _pipeline.check_skip(skip)
     redraw = augment if redraw_each_epoch is None else bool(redraw_each_epoch)
-    photos = _list_photos(sharp_root)
+    photos = check_image_files(_list_photos(sharp_root), skip_bad=bool(skip_bad_files))
     margin = cfg.max_radius() if patch is not None else 0
 
     def make_np(path, seed_pair):

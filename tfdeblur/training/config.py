@@ -29,8 +29,8 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   trainer (from the loss).
 - ``loss``: ``name`` is ``"pixel"`` (:class:`~tfdeblur.losses.PixelLoss`,
   ``normalization`` ``"mse"``, ``"half_mse"`` or ``"half_sum"``),
-  ``"charbonnier"`` (:class:`~tfdeblur.losses.CharbonnierLoss`) or ``"svdn"`` (:class:`~tfdeblur.losses.SVDNLoss`), the other keys its
-  arguments.
+  ``"charbonnier"`` (:class:`~tfdeblur.losses.CharbonnierLoss`) or ``"svdn"``
+  (:class:`~tfdeblur.losses.SVDNLoss`), the other keys its arguments.
 - ``metrics``: metrics on training batches, names from :data:`METRICS`.
 - ``optimizer``: Adam; ``weight_decay_mode`` ``"l2"`` adds
   ``weight_decay * w`` to the gradient (Caffe's and PyTorch's Adam, the
@@ -43,6 +43,8 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   fields of :class:`~tfdeblur.data.BlurConfig`) or ``"paired"``
   (:func:`~tfdeblur.data.paired_dataset`); the other keys are that function's
   arguments. Validation sets also take ``limit`` (use the first N images).
+  Every image file is checked before the first step; ``data.skip_bad_files:
+  true`` (or per section) leaves bad ones out with a warning naming each.
 - ``train``: ``steps`` (total optimizer steps), ``steps_per_epoch`` (the
   interval of validation, logging and the epoch-end checkpoint),
   ``checkpoint_every`` (steps), ``keep_checkpoints``, ``monitor`` (a
@@ -358,9 +360,17 @@ def _dataset_section(key: str, d, base: str, seed: int, *, training: bool) -> di
 
 def _data_section(d, base: str, seed: int) -> dict:
     d = check_mapping("data", d)
-    _unknown("data", d, ["train", "validation"])
+    _unknown("data", d, ["train", "validation", "skip_bad_files"])
     if "train" not in d:
         raise _fail("data.train", "is required (the training set)")
+    if "skip_bad_files" in d:
+        # Shorthand: the default of every data section's skip_bad_files.
+        skip = check_bool("data.skip_bad_files", d["skip_bad_files"])
+        val = check_mapping("data.validation", d.get("validation", {}))
+        d = {"train": {"skip_bad_files": skip, **check_mapping("data.train", d["train"])},
+             "validation": {k: {"skip_bad_files": skip,
+                                **check_mapping(f"data.validation.{k}", v)}
+                            for k, v in val.items()}}
     out = {"train": _dataset_section("data.train", d["train"], base, seed, training=True)}
     val = check_mapping("data.validation", d.get("validation", {}))
     out["validation"] = {}
