@@ -9,7 +9,7 @@ Deblurring a photo with a bundled trained model (see :mod:`tfdeblur.pretrained`)
 
     >>> import tfdeblur
     >>> sharp = tfdeblur.deblur("photo.png")        # float32 [H, W, 3] in [0, 1]
-    >>> model = tfdeblur.load("lmfn_small")         # a bundled name, or a .keras path
+    >>> model = tfdeblur.load("lmfn_bundled")         # a bundled name, or a .keras path
 
 ``import tfdeblur`` does not import TensorFlow; ``load`` and ``deblur`` do.
 """

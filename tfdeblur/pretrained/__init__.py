@@ -16,7 +16,7 @@ models does not import TensorFlow.
 
 Example:
     >>> from tfdeblur import pretrained
-    >>> pretrained.available()                       # ['lmfn_small', ...]
+    >>> pretrained.available()                       # ['lmfn_bundled']
     >>> pretrained.card(pretrained.best())["validation"]["gopro_patches"]
     {'psnr': 24.1, 'ssim': 0.78, 'blurry_psnr': 22.36, ...}
 """
