@@ -120,7 +120,7 @@ def resolve_model(model: str | os.PathLike | keras.Model | None = None, *,
 
 
 def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, *,
-           tile: int | None = None, overlap: int = 32, batch_size: int = 4,
+           tile: int | None = None, overlap: int | None = None, batch_size: int = 4,
            directory: str | os.PathLike | None = None) -> np.ndarray:
     """Deblurs one photo.
 
@@ -131,7 +131,8 @@ def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, 
         model: None (the best bundled model), a bundled name, a ``.keras`` path, or a
             ``keras.Model``. Models loaded by name or path are cached between calls.
         tile, overlap, batch_size: tiled processing for large images, as
-            :func:`tfdeblur.inference.deblur_image`.
+            :func:`tfdeblur.inference.deblur_image` (``overlap=None``: the model's
+            default; LMFN and SVRNN are not local and need large tiles).
         directory: the bundled-model folder (default: ``$TFDEBLUR_PRETRAINED_DIR``, else the
             package's).
 

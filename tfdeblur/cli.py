@@ -186,10 +186,11 @@ def _deblur(args) -> int:
     if not args.quiet:
         print(f"model: {description}")
     try:
-        written = deblur_files(model, args.inputs, args.output, tile=args.tile,
-                               overlap=args.overlap, batch_size=args.batch_size,
-                               suffix=args.suffix, progress=not args.quiet,
-                               overwrite_inputs=args.overwrite_inputs)
+        with _small_tile_note("deblur", model, args.tile):
+            written = deblur_files(model, args.inputs, args.output, tile=args.tile,
+                                   overlap=args.overlap, batch_size=args.batch_size,
+                                   suffix=args.suffix, progress=not args.quiet,
+                                   overwrite_inputs=args.overwrite_inputs)
     except DeblurFilesError as e:
         for _, message in e.failed:
             print(f"tfdeblur deblur: error: {message}", file=sys.stderr)
@@ -201,10 +202,50 @@ def _deblur(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _small_tile_note(command: str, model, tile: int | None):
+    """One line on stderr, before any work, when ``tile`` is below the model's minimum.
+
+    The library's :class:`~tfdeblur.inference.TilingWarning` (a Python warning, per
+    call) is silenced inside: the note has said it once.
+    """
+    from tfdeblur.inference import TilingWarning, small_tile_message
+
+    message = small_tile_message(model, tile)
+    if message is not None:
+        print(f"tfdeblur {command}: warning: {message}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TilingWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _tiling_warnings_as_notes(command: str):
+    """Shows a :class:`~tfdeblur.inference.TilingWarning` as one line on stderr.
+
+    For ``demo``, which loads (and times) the model itself: the warning comes
+    from the library when the image is tiled.
+    """
+    from tfdeblur.inference import TilingWarning
+
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, TilingWarning):
+                print(f"tfdeblur {command}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        yield
+
+
 def _demo(args) -> int:
     from tfdeblur import demo
 
-    result = demo.run(args.model, args.output, input_path=args.input, tile=args.tile)
+    with _tiling_warnings_as_notes("demo"):
+        result = demo.run(args.model, args.output, input_path=args.input, tile=args.tile)
     h, w = result.size
     print(f"model: {result.model}")
     print(f"input: {result.input} ({w}x{h})")
@@ -347,9 +388,11 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
                         "different folders keep enough of their path to be told apart), or an "
                         "output file when there is one image")
     d.add_argument("--tile", type=_int_at_least(1), default=None,
-                   help="process large images as overlapping tiles of this size")
-    d.add_argument("--overlap", type=_int_at_least(0), default=32,
-                   help="tile overlap in pixels (less than half the tile)")
+                   help="process large images as overlapping tiles of this size (bounded "
+                        "memory). " + _tiling_help())
+    d.add_argument("--overlap", type=_int_at_least(0), default=None,
+                   help="tile overlap in pixels, less than half the tile (default: the "
+                        "model's: " + _overlap_help() + "; reduced to fit a smaller tile)")
     d.add_argument("--batch-size", type=_int_at_least(1), default=4, help="tiles per model call")
     d.add_argument("--suffix", default="", help="added to output file names")
     d.add_argument("--overwrite-inputs", action="store_true",
@@ -364,7 +407,8 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     m.add_argument("--input", default=None,
                    help="another image instead of the bundled photo (GoPro, 1280x720)")
     m.add_argument("--tile", type=_int_at_least(1), default=None,
-                   help="process the image as overlapping tiles of this size (more than 64)")
+                   help="process the image as overlapping tiles of this size, with the "
+                        "model's default overlap. " + _tiling_help())
     _add_verbose(m)
     e = sub.add_parser("export", help="export a trained .keras model for TF Serving "
                                       "(SavedModel) or TFLite, stock TensorFlow ops only")
@@ -387,14 +431,33 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+def _tiling_help() -> str:
+    """Which networks are not local, and their minimum tiles (``--tile``'s help)."""
+    from tfdeblur._tiling import TILING_DEFAULTS
+
+    non_local = [d for d in TILING_DEFAULTS.values() if d.non_local]
+    local = [d.architecture.upper() for d in TILING_DEFAULTS.values() if not d.non_local]
+    parts = [f"{d.architecture.upper()} ({d.non_local}; tiles below "
+             f"{d.min_tile or 'the whole image'} warn)" for d in non_local]
+    return (f"Not local (tiles change their result): {'; '.join(parts)}. Local: "
+            f"{', '.join(local)} (tiles change it only near their seams, within the overlap).")
+
+
+def _overlap_help() -> str:
+    from tfdeblur._tiling import FALLBACK_OVERLAP, TILING_DEFAULTS
+
+    known = ", ".join(f"{d.architecture.upper()} {d.overlap}" for d in TILING_DEFAULTS.values())
+    return f"{known}, other models {FALLBACK_OVERLAP}"
+
+
 def _check_tiles(parser: argparse.ArgumentParser, args) -> None:
-    if getattr(args, "tile", None) is None:
+    # Only a given --overlap is checked here: the model's default is fitted to the tile.
+    overlap = getattr(args, "overlap", None)
+    if getattr(args, "tile", None) is None or overlap is None:
         return
-    overlap = getattr(args, "overlap", 32)  # demo tiles with the default overlap
     if args.tile <= 2 * overlap:
-        option = "--overlap" if args.command == "deblur" else "the overlap"
         parser.subcommand_parsers[args.command].error(
-            f"argument --tile: must be more than twice {option} ({overlap}), got {args.tile}")
+            f"argument --tile: must be more than twice --overlap ({overlap}), got {args.tile}")
 
 
 def _message(e: BaseException) -> str:

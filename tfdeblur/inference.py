@@ -5,13 +5,18 @@ whole. Large images can be processed as overlapping tiles (bounded memory):
 each tile's output is blended with weights that fall off linearly across the
 overlap, so no seam shows; a pointwise network gives exactly the whole-image
 result, and a network with a receptive field of radius r differs from it only
-within r pixels of the tile borders inside the overlaps.
+within r pixels of the tile borders inside the overlaps. LMFN and SVRNN are
+not local (attention and recurrences over the whole image): their tiled
+output approaches the whole-image one only with large tiles, so each
+architecture has a default overlap and a minimum tile
+(:func:`tiling_defaults`); a smaller tile warns (:class:`TilingWarning`).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 
@@ -20,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur._messages import user_message
+from tfdeblur._tiling import FALLBACK_OVERLAP, TILING_DEFAULTS, TilingDefaults
 from tfdeblur.data.io import is_image_file, read_image, write_image
 from tfdeblur.data.progress import ProgressBar
 
@@ -92,6 +98,40 @@ def min_image_size(model: keras.Model) -> int:
 
     sizes = [layer.min_size for layer in _layers(model) if isinstance(layer, PadToMultiple)]
     return max(sizes, default=1)
+
+
+class TilingWarning(UserWarning):
+    """A tile below the model's minimum: the tiled result measurably differs from the whole."""
+
+
+def tiling_defaults(model: keras.Model) -> TilingDefaults:
+    """The default overlap and minimum tile of ``model``'s architecture.
+
+    The architecture is the one its padding layer names (every tfdeblur
+    network starts with one, saved with it); any other model gets an overlap
+    of 32 and no minimum.
+
+    Example:
+        >>> tiling_defaults(tfdeblur.models.build("lmfn", width=32))
+        TilingDefaults(architecture='lmfn', overlap=32, min_tile=192, non_local='ALFM ...')
+    """
+    from tfdeblur.models._padding import PadToMultiple
+
+    names = {layer.model_name for layer in _layers(model) if isinstance(layer, PadToMultiple)}
+    known = [TILING_DEFAULTS[n] for n in sorted(names) if n in TILING_DEFAULTS]
+    if len(known) == 1:
+        return known[0]
+    return TilingDefaults(architecture=None, overlap=FALLBACK_OVERLAP)
+
+
+def small_tile_message(model: keras.Model, tile: int | None) -> str | None:
+    """Why ``tile`` is too small for ``model`` (below its architecture's minimum), else None."""
+    d = tiling_defaults(model)
+    if tile is None or d.min_tile is None or tile >= d.min_tile:
+        return None
+    return (f"tile {tile} is below the minimum of {d.min_tile} for {d.architecture.upper()}, "
+            f"which is not local ({d.non_local}): smaller tiles can move the PSNR by 0.05 dB "
+            f"or more (docs/tiling.md); use tiles of at least {d.min_tile} or none")
 
 
 def model_channels(model: keras.Model) -> int:
@@ -194,7 +234,7 @@ def _ramp(length: int, start: int, end: int, size: int, overlap: int) -> np.ndar
 
 
 def deblur_image(model: keras.Model, image: np.ndarray, *, tile: int | None = None,
-                 overlap: int = 32, batch_size: int = 4) -> np.ndarray:
+                 overlap: int | None = None, batch_size: int = 4) -> np.ndarray:
     """Deblurs one image: RGB, RGBA or grey.
 
     Colour is deblurred; an alpha channel is returned unchanged. A grey image
@@ -207,7 +247,11 @@ def deblur_image(model: keras.Model, image: np.ndarray, *, tile: int | None = No
         image: ``[H, W, 3]`` RGB, ``[H, W, 4]`` RGBA, ``[H, W, 1]`` or ``[H, W]``
             grey; uint8, uint16 or float in [0, 1].
         tile: process as overlapping ``tile x tile`` tiles (None: whole image).
-        overlap: pixels shared by neighbouring tiles (blended linearly).
+            Below the model's minimum (:func:`tiling_defaults`) a
+            :class:`TilingWarning` is issued when the image is tiled.
+        overlap: pixels shared by neighbouring tiles (blended linearly). None:
+            the model's default (:func:`tiling_defaults`), reduced to
+            ``(tile - 1) // 2`` for a tile too small for it.
         batch_size: tiles per model call.
 
     Returns:
@@ -254,9 +298,15 @@ def _call(model: keras.Model, batch: np.ndarray) -> np.ndarray:
     return out
 
 
-def _deblur_array(model: keras.Model, img: np.ndarray, *, tile: int | None, overlap: int,
-                  batch_size: int) -> np.ndarray:
+def _deblur_array(model: keras.Model, img: np.ndarray, *, tile: int | None,
+                  overlap: int | None, batch_size: int) -> np.ndarray:
+    from tfdeblur.models._padding import PadToMultiple
+
     h, w, c = img.shape
+    if overlap is None:
+        overlap = tiling_defaults(model).overlap
+        if tile is not None and tile >= 1:
+            overlap = min(overlap, (tile - 1) // 2)
     if tile is not None and (tile < 1 or overlap < 0 or 2 * overlap >= tile):
         raise ValueError(f"tile must be > 2 * overlap >= 0, got tile={tile}, overlap={overlap}")
     if batch_size < 1:
@@ -268,22 +318,32 @@ def _deblur_array(model: keras.Model, img: np.ndarray, *, tile: int | None, over
         return np.clip(_call(model, img[None])[0], 0.0, 1.0)
     if tile < m:
         raise ValueError(f"tile must be at least the model's minimum image size {m}, got {tile}")
-    th, tw = min(tile, h), min(tile, w)
-    boxes = [(y, x) for y in _tile_starts(h, th, th - overlap)
-             for x in _tile_starts(w, tw, tw - overlap)]
-    acc = np.zeros((h, w, c), np.float32)
-    weight = np.zeros((h, w, 1), np.float32)
+    message = small_tile_message(model, tile)
+    if message is not None:
+        warnings.warn(message, TilingWarning, stacklevel=3)  # the caller of deblur_image
+    pads = [layer for layer in _layers(model) if isinstance(layer, PadToMultiple)]
+    if len(pads) == 1:
+        # Tiled as the network sees the whole image (reflect-padded at the bottom and right
+        # to its multiple): otherwise the tiles at those borders, unpadded, see another
+        # border than the whole-image run and differ there by up to 1/3 of the range.
+        img = np.asarray(pads[0](img[None]))[0]
+    ph, pw = img.shape[:2]
+    th, tw = min(tile, ph), min(tile, pw)
+    boxes = [(y, x) for y in _tile_starts(ph, th, th - overlap)
+             for x in _tile_starts(pw, tw, tw - overlap)]
+    acc = np.zeros((ph, pw, c), np.float32)
+    weight = np.zeros((ph, pw, 1), np.float32)
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
         batch = np.stack([img[y:y + th, x:x + tw] for y, x in chunk])
         out = _call(model, batch)
         for (y, x), o in zip(chunk, out, strict=True):
-            wy = _ramp(th, y, y + th, h, overlap)
-            wx = _ramp(tw, x, x + tw, w, overlap)
+            wy = _ramp(th, y, y + th, ph, overlap)
+            wx = _ramp(tw, x, x + tw, pw, overlap)
             wt = (wy[:, None] * wx[None, :])[..., None]
             acc[y:y + th, x:x + tw] += o * wt
             weight[y:y + th, x:x + tw] += wt
-    return np.clip(acc / weight, 0.0, 1.0)
+    return np.clip(acc[:h, :w] / weight[:h, :w], 0.0, 1.0)
 
 
 def _folder_images(folder: str, skip: str | None = None) -> list[tuple[str, str]]:
@@ -475,7 +535,8 @@ def _check_writable_folder(folder: str) -> None:
 
 
 def deblur_files(model: keras.Model, inputs: Iterable[str | os.PathLike],
-                 output: str | os.PathLike, *, tile: int | None = None, overlap: int = 32,
+                 output: str | os.PathLike, *, tile: int | None = None,
+                 overlap: int | None = None,
                  batch_size: int = 4, suffix: str = "", progress: bool = True,
                  overwrite_inputs: bool = False) -> list[str]:
     """Deblurs image files into a folder (or one file), with a progress bar.
