@@ -31,15 +31,11 @@ import subprocess
 import sys
 import time
 
+from pilot import cpu_seconds  # training/pilot.py: the same CPU accounting
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEPT = ("log.csv", "config.json", "best.keras", "best.json", "cpu_time.json",
         "validation_baseline.json")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def newest_step(run_dir: str) -> int:

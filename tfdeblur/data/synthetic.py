@@ -189,20 +189,30 @@ def frames_kernel(points: np.ndarray, size: int | None = None) -> np.ndarray:
     pts = np.asarray(points, np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 1 or not np.isfinite(pts).all():
         raise ValueError(f"points must be a finite [F, 2] array, got shape {pts.shape}")
-    radius = int(np.ceil(np.abs(pts).max())) + 1
+    return _splat(pts, np.ones(len(pts)), _kernel_side(pts, size, "these points"))
+
+
+def _kernel_side(points: np.ndarray, size: int | None, what: str) -> int:
+    """The odd kernel side that holds ``points`` (displacements), or ``size`` checked."""
+    radius = int(np.ceil(np.abs(points).max())) + 1
     if size is None:
-        size = 2 * radius + 1
-    elif size % 2 == 0 or size < 2 * radius + 1:
-        raise ValueError(f"size must be odd and at least {2 * radius + 1} for these points, "
+        return 2 * radius + 1
+    if size % 2 == 0 or size < 2 * radius + 1:
+        raise ValueError(f"size must be odd and at least {2 * radius + 1} for {what}, "
                          f"got {size}")
+    return size
+
+
+def _splat(points: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """Bilinearly splats weighted displacements into a ``size`` x ``size`` kernel summing to 1."""
     c = size // 2
-    x, y = pts[:, 0] + c, pts[:, 1] + c
+    x, y = points[:, 0] + c, points[:, 1] + c
     x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
     fx, fy = x - x0, y - y0
     k = np.zeros((size, size), np.float64)
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
-            np.add.at(k, (y0 + dy, x0 + dx), wy * wx)
+            np.add.at(k, (y0 + dy, x0 + dx), weights * wy * wx)
     return (k / k.sum()).astype(np.float32)
 
 
@@ -233,13 +243,7 @@ def trajectory_kernel(trajectory: np.ndarray, size: int | None = None) -> np.nda
     traj = np.asarray(trajectory, np.float64)
     if traj.ndim != 2 or traj.shape[1] != 2 or len(traj) < 1 or not np.isfinite(traj).all():
         raise ValueError(f"trajectory must be a finite [T, 2] array, got shape {traj.shape}")
-    radius = int(np.ceil(np.abs(traj).max())) + 1
-    if size is None:
-        size = 2 * radius + 1
-    elif size % 2 == 0 or size < 2 * radius + 1:
-        raise ValueError(f"size must be odd and at least {2 * radius + 1} for this trajectory, "
-                         f"got {size}")
-    c = size // 2
+    size = _kernel_side(traj, size, "this trajectory")
     if len(traj) == 1:
         pts, w = traj, np.ones(1)
     else:
@@ -250,14 +254,7 @@ def trajectory_kernel(trajectory: np.ndarray, size: int | None = None) -> np.nda
         pts = np.concatenate([traj[i] + ((np.arange(k) + 0.5) / k)[:, None] * seg[i]
                               for i, k in enumerate(n)])
         w = np.concatenate([np.full(k, 1.0 / k) for k in n])
-    x, y = pts[:, 0] + c, pts[:, 1] + c
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - x0, y - y0
-    k = np.zeros((size, size), np.float64)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            np.add.at(k, (y0 + dy, x0 + dx), w * wy * wx)
-    return (k / k.sum()).astype(np.float32)
+    return _splat(pts, w, size)
 
 
 def kernel_endpoints(kernel: np.ndarray, threshold: float = 0.05) -> np.ndarray:
