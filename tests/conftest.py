@@ -33,3 +33,55 @@ def implementations():
     if compiled_available():
         impls.append("compiled")
     return impls
+
+
+# --- The ``slow`` marker, from measured times --------------------------------------
+#
+# Tests whose run (setup + call + teardown) takes more than 5 CPU-seconds carry the
+# ``slow`` marker, so that ``make test-fast`` (``pytest -m "not slow"``) stays a quick
+# loop; ``make test`` runs everything. Which tests those are is measured, not guessed:
+# ``TFDEBLUR_TEST_TIMES=times.json pytest tests`` records every test's CPU and wall
+# seconds, and ``python tests/update_slow_list.py times.json`` rewrites
+# ``tests/slow_tests.txt`` from it. An entry is a node id or a whole test file.
+# CPU time is the measure because it barely changes when the machine is busy.
+
+_SLOW_LIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
+
+
+def _slow_entries() -> set[str]:
+    if not os.path.exists(_SLOW_LIST):
+        return set()
+    with open(_SLOW_LIST) as f:
+        return {line.split("#")[0].strip() for line in f} - {""}
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = _slow_entries()
+    for item in items:
+        if item.nodeid in slow or item.nodeid.split("::")[0] in slow:
+            item.add_marker(pytest.mark.slow)
+
+
+_TIMES_FILE = os.environ.get("TFDEBLUR_TEST_TIMES")
+_times: dict = {}
+
+if _TIMES_FILE:
+    import json
+    import resource
+    import time
+
+    def _cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        cpu, wall = _cpu(), time.perf_counter()
+        yield
+        _times[item.nodeid] = {"cpu_s": round(_cpu() - cpu, 3),
+                               "wall_s": round(time.perf_counter() - wall, 3)}
+
+    def pytest_sessionfinish(session, exitstatus):
+        with open(_TIMES_FILE + ".tmp", "w") as f:
+            json.dump(_times, f, indent=0, sort_keys=True)
+        os.replace(_TIMES_FILE + ".tmp", _TIMES_FILE)

@@ -1,0 +1,51 @@
+"""Rewrites tests/slow_tests.txt from measured test times.
+
+    TFDEBLUR_TEST_TIMES=/tmp/times.json pytest tests
+    python tests/update_slow_list.py /tmp/times.json [--threshold 5]
+
+A test is slow when its setup + call + teardown took more than ``--threshold``
+CPU-seconds (see tests/conftest.py). A test file all of whose tests are slow is
+listed as the file, so that tests added to it later are slow too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("times", help="JSON written by TFDEBLUR_TEST_TIMES")
+    ap.add_argument("--threshold", type=float, default=5.0, help="CPU-seconds (default 5)")
+    args = ap.parse_args(argv)
+    with open(args.times) as f:
+        times = json.load(f)
+    by_file = collections.defaultdict(list)
+    for node, t in times.items():
+        by_file[node.split("::")[0]].append((node, t["cpu_s"]))
+    lines, fast_total, slow_total = [], 0.0, 0.0
+    for file in sorted(by_file):
+        tests = by_file[file]
+        slow = [(n, c) for n, c in tests if c > args.threshold]
+        slow_total += sum(c for _, c in slow)
+        fast_total += sum(c for _, c in tests if c <= args.threshold)
+        if slow and len(slow) == len(tests) and len(tests) > 1:
+            lines.append(f"{file}  # all {len(tests)} tests, {sum(c for _, c in slow):.0f} s")
+        else:
+            lines += [f"{n}  # {c:.1f} s" for n, c in sorted(slow)]
+    header = (f"# Tests over {args.threshold:g} CPU-seconds: marked slow by tests/conftest.py.\n"
+              f"# Written by tests/update_slow_list.py; slow {slow_total / 60:.1f} CPU-min, "
+              f"the rest {fast_total / 60:.1f} CPU-min.\n")
+    with open(os.path.join(HERE, "slow_tests.txt"), "w") as f:
+        f.write(header + "\n".join(lines) + "\n")
+    print(header + f"{len(lines)} entries")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
