@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tfdeblur-deps
 EDITABLE := $(VENV)/.tfdeblur-editable
 
-.PHONY: setup build run test bench lint cuda-standalone clean
+.PHONY: setup build run test test-fast bench lint cuda-standalone clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# The quick loop: every test not marked slow (tests/slow_tests.txt, measured).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
