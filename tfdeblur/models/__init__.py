@@ -1,6 +1,7 @@
 """Model registry: ``tfdeblur.models.build("svrnn" | "svdn" | "lmfn", **config)``.
 
-Each network module registers a builder with :func:`register`; ``build``
+Each network module registers a builder with :func:`register` (in
+:data:`tfdeblur.registry.MODELS`, imported lazily on the first lookup); ``build``
 looks it up by name and passes the configuration through (paper
 configuration by default, ``width=``/depth arguments for small variants).
 Every network is a :class:`DeblurModel`, a functional ``keras.Model`` that
@@ -12,28 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tfdeblur.models._base import DeblurModel
+from tfdeblur.registry import MODELS
 
 __all__ = ["DeblurModel", "available", "build", "register"]
 
-_REGISTRY: dict[str, Callable] = {}
-
 
 def register(name: str) -> Callable[[Callable], Callable]:
-    """Decorator adding a model builder to the registry under ``name``."""
-
-    def wrap(fn: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
+    """Decorator adding a model builder to :data:`tfdeblur.registry.MODELS` under ``name``."""
+    return MODELS.register(name)
 
 
 def available() -> list[str]:
     """Names accepted by :func:`build`."""
-    _import_all()
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def build(name: str, /, **config):
@@ -41,21 +33,8 @@ def build(name: str, /, **config):
 
     ``name`` is positional-only so that ``config`` may hold the builder's own
     ``name=`` (the model's name).
+
+    Raises:
+        tfdeblur.registry.RegistryError: an unknown name (a ValueError listing the known ones).
     """
-    _import_all()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**config)
-
-
-def _import_all() -> None:
-    # Network modules register themselves on import; imported lazily so that
-    # `import tfdeblur.models` stays cheap.
-    import importlib
-
-    for module in ("lmfn", "svrnn", "svdn"):
-        try:
-            importlib.import_module(f"tfdeblur.models.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"tfdeblur.models.{module}":
-                raise
+    return MODELS.get(name)(**config)

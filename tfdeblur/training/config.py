@@ -31,7 +31,9 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   ``normalization`` ``"mse"``, ``"half_mse"`` or ``"half_sum"``),
   ``"charbonnier"`` (:class:`~tfdeblur.losses.CharbonnierLoss`) or ``"svdn"``
   (:class:`~tfdeblur.losses.SVDNLoss`), the other keys its arguments.
-- ``metrics``: metrics on training batches, names from :data:`METRICS`.
+- ``metrics``: metrics on training batches, names from :data:`tfdeblur.registry.METRICS`.
+  Every name (model, loss, metric, dataset type, schedule, optimizer) is an entry of
+  :mod:`tfdeblur.registry`.
 - ``optimizer``: Adam; ``weight_decay_mode`` ``"l2"`` adds
   ``weight_decay * w`` to the gradient (Caffe's and PyTorch's Adam, the
   papers' frameworks; :class:`~tfdeblur.training.AdamL2`), ``"decoupled"``
@@ -70,13 +72,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tfdeblur import registry
+
 #: Marks a value the user must provide (a data folder, a weights file).
 REQUIRED = "REQUIRED"
-#: Metrics on training batches (``metrics`` key).
-METRICS = ("psnr", "ssim")
-LOSSES = ("pixel", "charbonnier", "svdn")
-SCHEDULES = ("constant", "polynomial", "step")
-DATASET_TYPES = ("synthetic", "paired")
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
 #: Keys that may change when a run is resumed; any other difference is an error.
 RESUMABLE_CHANGES = ("name", "description", "train.steps", "train.checkpoint_every",
@@ -210,7 +209,7 @@ def _model_section(d, base: str) -> dict:
 
     d = check_mapping("model", d)
     name = check_str("model.name", d.get("name"), models.available())
-    builder = models._REGISTRY[name]
+    builder = registry.MODELS.get(name)
     accepted = set(_signature_args(builder)) - {"return_positions"}
     args = {k: v for k, v in d.items() if k != "name"}
     if "return_positions" in args:
@@ -226,9 +225,8 @@ def _loss_section(d, base: str) -> dict:
     from tfdeblur import losses
 
     d = check_mapping("loss", d)
-    name = check_str("loss.name", d.get("name"), LOSSES)
-    cls = {"pixel": losses.PixelLoss, "charbonnier": losses.CharbonnierLoss,
-           "svdn": losses.SVDNLoss}[name]
+    name = check_str("loss.name", d.get("name"), registry.LOSSES.names())
+    cls = registry.LOSSES.get(name)
     accepted = set(_signature_args(cls.__init__)) - {"self", "reduction", "dtype", "name"}
     args = {k: v for k, v in d.items() if k != "name"}
     _unknown("loss", args, sorted(accepted | {"name"}))
@@ -247,17 +245,11 @@ def _loss_section(d, base: str) -> dict:
     return {"name": name, **args}
 
 
-_SCHEDULE_KEYS = {
-    "constant": {},
-    "polynomial": {"end_learning_rate": 1e-6, "power": 0.9, "decay_steps": None},
-    "step": {"every": None, "factor": 0.1},
-}
-
-
 def _schedule_section(d, steps: int) -> dict:
     d = check_mapping("optimizer.schedule", d)
-    name = check_str("optimizer.schedule.name", d.get("name", "constant"), SCHEDULES)
-    defaults = _SCHEDULE_KEYS[name]
+    name = check_str("optimizer.schedule.name", d.get("name", "constant"),
+                     registry.SCHEDULES.names())
+    defaults = registry.SCHEDULES.defaults(name)
     _unknown("optimizer.schedule", d, ["name", *defaults])
     out = {"name": name, **defaults, **{k: v for k, v in d.items() if k != "name"}}
     if name == "polynomial":
@@ -275,16 +267,12 @@ def _schedule_section(d, steps: int) -> dict:
     return out
 
 
-_OPTIMIZER_DEFAULTS = {"name": "adam", "learning_rate": 1e-4, "beta_1": 0.9, "beta_2": 0.999,
-                       "epsilon": 1e-8, "weight_decay": 0.0, "weight_decay_mode": "l2",
-                       "clipnorm": None, "schedule": {"name": "constant"}}
-
-
 def _optimizer_section(d, steps: int) -> dict:
     d = check_mapping("optimizer", d)
-    _unknown("optimizer", d, _OPTIMIZER_DEFAULTS)
-    out = {**_OPTIMIZER_DEFAULTS, **d}
-    check_str("optimizer.name", out["name"], ("adam",))
+    name = check_str("optimizer.name", d.get("name", "adam"), registry.OPTIMIZERS.names())
+    defaults = copy.deepcopy(dict(registry.OPTIMIZERS.defaults(name)))
+    _unknown("optimizer", d, ["name", *defaults])
+    out = {"name": name, **defaults, **d}
     check_number("optimizer.learning_rate", out["learning_rate"], 0, exclusive_min=True)
     for b in ("beta_1", "beta_2"):
         check_number(f"optimizer.{b}", out[b], 0, 1)
@@ -299,20 +287,14 @@ def _optimizer_section(d, steps: int) -> dict:
     return out
 
 
-def _dataset_function(kind: str) -> Callable:
-    from tfdeblur import data
-
-    return {"synthetic": data.synthetic_dataset, "paired": data.paired_dataset}[kind]
-
-
 def _dataset_section(key: str, d, base: str, seed: int, *, training: bool) -> dict:
     import dataclasses
 
     from tfdeblur.data import BlurConfig
 
     d = check_mapping(key, d)
-    kind = check_str(f"{key}.type", d.get("type"), DATASET_TYPES)
-    params = _signature_args(_dataset_function(kind))
+    kind = check_str(f"{key}.type", d.get("type"), registry.DATASETS.names())
+    params = _signature_args(registry.DATASETS.get(kind))
     accepted = (set(params) - _TRAINER_DATA_ARGS - {"sharp_root", "root"}) | {"type", "root"}
     if kind == "synthetic":
         accepted.add("blur")
@@ -485,9 +467,10 @@ def resolve_config(raw: Mapping[str, Any], base_dir: str | os.PathLike | None = 
     cfg["loss"] = _loss_section(raw["loss"], base)
     metrics = raw.get("metrics", ["psnr"])
     if not isinstance(metrics, list):
-        raise _fail("metrics", f"must be a list of names from {list(METRICS)}, got {metrics!r}")
+        raise _fail("metrics", f"must be a list of names from {registry.METRICS.names()}, "
+                    f"got {metrics!r}")
     for i, m in enumerate(metrics):
-        check_str(f"metrics[{i}]", m, METRICS)
+        check_str(f"metrics[{i}]", m, registry.METRICS.names())
     cfg["metrics"] = list(metrics)
     cfg["optimizer"] = _optimizer_section(raw.get("optimizer", {}), cfg["train"]["steps"])
     cfg["data"] = _data_section(raw["data"], base, cfg["seed"])
@@ -497,7 +480,8 @@ def resolve_config(raw: Mapping[str, Any], base_dir: str | os.PathLike | None = 
                     "or set loss.position_weight=0")
     monitor = cfg["train"]["monitor"]
     if monitor is not None:
-        known = [f"val_{n}_{m}" for n in cfg["data"]["validation"] for m in METRICS]
+        known = [f"val_{n}_{m}" for n in cfg["data"]["validation"]
+                 for m in registry.METRICS.names()]
         if monitor not in known:
             raise _fail("train.monitor", f"must be one of the validation log keys {known}, "
                         f"got {monitor!r}")

@@ -60,33 +60,45 @@ class AdamL2(keras.optimizers.Adam):
         return {**config, "l2": self.l2}
 
 
+def constant_schedule(learning_rate: float, schedule: dict) -> float:
+    """``constant``: the learning rate itself."""
+    return learning_rate
+
+
+def polynomial_schedule(learning_rate: float, schedule: dict):
+    """``polynomial``: ``(lr - end) (1 - step / decay_steps) ** power + end``, then ``end``
+    (SVDN: 1e-3 -> 1e-6, power 0.9)."""
+    return keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=int(schedule["decay_steps"]),
+        end_learning_rate=float(schedule["end_learning_rate"]), power=float(schedule["power"]))
+
+
+def step_schedule(learning_rate: float, schedule: dict):
+    """``step``: ``lr * factor ** floor(step / every)`` (LMFN: / 10 every 5e5)."""
+    return keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=int(schedule["every"]), decay_rate=float(schedule["factor"]),
+        staircase=True)
+
+
 def learning_rate_schedule(opt: dict):
     """A float or Keras schedule from a resolved ``optimizer`` section.
 
-    - ``constant``: ``learning_rate``.
-    - ``polynomial``: ``(lr - end) (1 - step / decay_steps) ** power + end``,
-      then ``end`` (SVDN: 1e-3 -> 1e-6, power 0.9).
-    - ``step``: ``lr * factor ** floor(step / every)`` (LMFN: / 10 every 5e5).
+    The schedule is looked up in :data:`tfdeblur.registry.SCHEDULES`
+    (:func:`constant_schedule`, :func:`polynomial_schedule`, :func:`step_schedule`).
     """
-    lr = float(opt["learning_rate"])
-    sched = opt["schedule"]
-    if sched["name"] == "constant":
-        return lr
-    if sched["name"] == "polynomial":
-        return keras.optimizers.schedules.PolynomialDecay(
-            lr, decay_steps=int(sched["decay_steps"]),
-            end_learning_rate=float(sched["end_learning_rate"]), power=float(sched["power"]))
-    if sched["name"] == "step":
-        return keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=int(sched["every"]), decay_rate=float(sched["factor"]),
-            staircase=True)
-    raise ConfigError(f"config key 'optimizer.schedule.name': unknown schedule "
-                      f"{sched['name']!r}")
+    from tfdeblur.registry import SCHEDULES, RegistryError
+
+    name = opt["schedule"]["name"]
+    try:
+        build = SCHEDULES.get(name)
+    except RegistryError as e:
+        raise ConfigError(f"config key 'optimizer.schedule.name': {e}") from None
+    return build(float(opt["learning_rate"]), opt["schedule"])
 
 
-def build_optimizer(opt: dict) -> keras.optimizers.Optimizer:
-    """The optimizer of a resolved ``optimizer`` config section."""
-    common = {"learning_rate": learning_rate_schedule(opt), "beta_1": float(opt["beta_1"]),
+def adam(opt: dict, learning_rate) -> keras.optimizers.Optimizer:
+    """``adam``: :class:`AdamL2` (``weight_decay_mode`` ``"l2"``) or Keras's AdamW-style Adam."""
+    common = {"learning_rate": learning_rate, "beta_1": float(opt["beta_1"]),
               "beta_2": float(opt["beta_2"]), "epsilon": float(opt["epsilon"])}
     if opt["clipnorm"] is not None:
         common["clipnorm"] = float(opt["clipnorm"])
@@ -94,3 +106,11 @@ def build_optimizer(opt: dict) -> keras.optimizers.Optimizer:
     if opt["weight_decay_mode"] == "l2":
         return AdamL2(l2=wd, **common)
     return keras.optimizers.Adam(weight_decay=wd or None, **common)
+
+
+def build_optimizer(opt: dict) -> keras.optimizers.Optimizer:
+    """The optimizer of a resolved ``optimizer`` config section (from
+    :data:`tfdeblur.registry.OPTIMIZERS`)."""
+    from tfdeblur.registry import OPTIMIZERS
+
+    return OPTIMIZERS.get(opt.get("name", "adam"))(opt, learning_rate_schedule(opt))

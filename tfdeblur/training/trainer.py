@@ -78,20 +78,16 @@ def build_model(cfg: dict, *, for_training: bool = True) -> keras.Model:
 
 def compile_arguments(cfg: dict) -> dict:
     """``loss``, ``loss_weights`` and ``metrics`` for ``model.compile`` from ``cfg``."""
-    from tfdeblur import losses, metrics
+    from tfdeblur.registry import LOSSES, METRICS
 
     args = {k: v for k, v in cfg["loss"].items() if k != "name"}
     try:
-        if cfg["loss"]["name"] == "pixel":
-            out = {"loss": losses.PixelLoss(**args)}
-        elif cfg["loss"]["name"] == "charbonnier":
-            out = {"loss": losses.CharbonnierLoss(**args)}
-        else:
-            out = losses.SVDNLoss(**args).compile_arguments()
+        loss = LOSSES.get(cfg["loss"]["name"])(**args)
+        # A multi-output loss (SVDN's) gives model.compile's arguments itself.
+        out = loss.compile_arguments() if hasattr(loss, "compile_arguments") else {"loss": loss}
     except (TypeError, ValueError, FileNotFoundError, OSError) as e:
         raise config_lib.ConfigError(f"config section 'loss': {e}") from e
-    factories = {"psnr": metrics.PSNR, "ssim": metrics.SSIM}
-    image_metrics = [factories[m]() for m in cfg["metrics"]]
+    image_metrics = [METRICS.get(m)() for m in cfg["metrics"]]
     # A two-output model (SVDN with positions) gets metrics on its image only.
     out["metrics"] = [image_metrics, []] if isinstance(out["loss"], list) else image_metrics
     return out
@@ -99,6 +95,7 @@ def compile_arguments(cfg: dict) -> dict:
 
 def _dataset_kwargs(section: dict) -> tuple[Callable, str, dict]:
     from tfdeblur import data
+    from tfdeblur.registry import DATASETS
 
     kwargs = {k: v for k, v in section.items() if k not in ("type", "root", "blur", "limit")}
     for k, v in kwargs.items():
@@ -107,8 +104,7 @@ def _dataset_kwargs(section: dict) -> tuple[Callable, str, dict]:
     if "blur" in section:
         blur = {k: tuple(v) if isinstance(v, list) else v for k, v in section["blur"].items()}
         kwargs["config"] = data.BlurConfig(**blur)
-    fn = data.synthetic_dataset if section["type"] == "synthetic" else data.paired_dataset
-    return fn, section["root"], kwargs
+    return DATASETS.get(section["type"]), section["root"], kwargs
 
 
 def training_dataset(cfg: dict, start_step: int = 0) -> tf.data.Dataset:
