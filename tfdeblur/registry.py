@@ -77,14 +77,17 @@ class Registry:
     def _import_modules(self) -> None:
         if self._imported:
             return
-        self._imported = True
-        for module in self._modules:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as e:
-                if e.name != module:  # a missing dependency, not an absent optional module
-                    self._imported = False
-                    raise
+        self._imported = True  # a lookup while the modules import sees what is there so far
+        try:
+            for module in self._modules:
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as e:
+                    if e.name != module:  # a missing dependency, not an absent module
+                        raise
+        except BaseException:
+            self._imported = False  # the next lookup tries again and raises the error again
+            raise
 
     def names(self) -> list[str]:
         """The registered names, sorted."""
