@@ -51,7 +51,14 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   interval of validation, logging and the epoch-end checkpoint),
   ``checkpoint_every`` (steps), ``keep_checkpoints``, ``monitor`` (a
   validation log key such as ``val_gopro_psnr``, for ``best.keras``),
-  ``validate_at_start``, ``jit_compile``, ``verbose``.
+  ``validate_at_start``, ``jit_compile``, ``verbose``, ``distribute``
+  (``"none"``, ``"mirrored"``: ``tf.distribute.MirroredStrategy`` over the local
+  devices, ``"multi_worker"``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
+  the data sections' ``batch_size`` is the global batch), ``mixed_precision``
+  (``"float32"``, ``"mixed_float16"``, ``"mixed_bfloat16"``: the Keras dtype
+  policy of the layers; saved models compute in float32), ``tensorboard``
+  (event files in ``<run-dir>/tensorboard``) and ``tensorboard_images``
+  (validation images shown per set).
 
 ``vars`` holds named values that other strings use as ``${name}`` (a path
 given once for the training and the validation set); ``--override
@@ -79,7 +86,11 @@ REQUIRED = "REQUIRED"
 WEIGHT_DECAY_MODES = ("l2", "decoupled")
 #: Keys that may change when a run is resumed; any other difference is an error.
 RESUMABLE_CHANGES = ("name", "description", "train.steps", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.verbose")
+                     "train.keep_checkpoints", "train.verbose", "train.distribute",
+                     "train.tensorboard", "train.tensorboard_images")
+#: ``train.distribute`` and ``train.mixed_precision`` values.
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
+MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 #: Where the data lies may change between stretches of a run (another machine, a moved
 #: dataset): the folders and files of the data sections, and ``vars``.
 RESUMABLE_LOCATIONS = ("root", "kernels", "flow_cache")
@@ -367,7 +378,9 @@ def _data_section(d, base: str, seed: int) -> dict:
 
 _TRAIN_DEFAULTS = {"steps": None, "steps_per_epoch": 1000, "checkpoint_every": 500,
                    "keep_checkpoints": 3, "monitor": None, "monitor_mode": "max",
-                   "validate_at_start": True, "jit_compile": "auto", "verbose": "auto"}
+                   "validate_at_start": True, "jit_compile": "auto", "verbose": "auto",
+                   "distribute": "none", "mixed_precision": "float32", "tensorboard": True,
+                   "tensorboard_images": 3}
 
 
 def _train_section(d) -> dict:
@@ -389,6 +402,10 @@ def _train_section(d) -> dict:
                     f"{out['jit_compile']!r}")
     if out["verbose"] not in ("auto", 0, 1, 2):
         raise _fail("train.verbose", f"must be \"auto\", 0, 1 or 2, got {out['verbose']!r}")
+    check_str("train.distribute", out["distribute"], DISTRIBUTE)
+    check_str("train.mixed_precision", out["mixed_precision"], MIXED_PRECISION)
+    check_bool("train.tensorboard", out["tensorboard"])
+    check_int("train.tensorboard_images", out["tensorboard_images"], 0)
     return out
 
 
