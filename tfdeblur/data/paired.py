@@ -1,6 +1,6 @@
 """Paired (blurry, sharp) datasets from folders on disk, as ``tf.data`` pipelines.
 
-Three layouts are understood (``layout="auto"`` tells them apart):
+Four layouts are understood (``layout="auto"`` tells them apart):
 
 - ``"gopro"``: the GoPro release (Nah et al. 2017),
   ``<root>/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png``; ``root``
@@ -13,6 +13,10 @@ Three layouts are understood (``layout="auto"`` tells them apart):
 - ``"list"``: a text file, one pair per line, ``blurry_path sharp_path``
   (whitespace separated, shell-style quotes for names with spaces; relative
   paths are relative to the list file; ``#`` starts a comment).
+- ``"tfrecord"``: a folder prepared by ``tfdeblur prepare-data``
+  (:func:`~tfdeblur.data.tfrecord.write_tfrecords`): sharded TFRecords of the
+  pairs (and flows), read with TensorFlow's own decoders and sharded per file
+  across workers (see :mod:`tfdeblur.data.tfrecord`).
 
 Pairing errors (a missing partner, a missing file) are raised when the dataset
 is built; decoding errors (unreadable, truncated, differing sizes) when the
@@ -30,11 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur.data import _pipeline
-from tfdeblur.data.augment import augment_pair
 from tfdeblur.data.flow import PRESETS, FlowCache, default_cache_dir, sequence_triplets
 from tfdeblur.data.io import _fspath, check_image_files, is_image_file, read_image
+from tfdeblur.data.tfrecord import MANIFEST
 
-LAYOUTS = ("auto", "gopro", "folders", "list")
+LAYOUTS = ("auto", "gopro", "folders", "list", "tfrecord")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +105,7 @@ def _folder_names(root: str, blur_dir: str) -> tuple[str, str] | None:
 
 
 def detect_layout(root: str | os.PathLike, blur_dir: str = "blur") -> str:
-    """Which of ``"gopro"``, ``"folders"``, ``"list"`` ``root`` is in.
+    """Which of ``"gopro"``, ``"folders"``, ``"list"``, ``"tfrecord"`` ``root`` is in.
 
     Raises:
         ValueError: naming ``root`` when none fits.
@@ -111,6 +115,8 @@ def detect_layout(root: str | os.PathLike, blur_dir: str = "blur") -> str:
         return "list"
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset root {root} does not exist")
+    if os.path.isfile(os.path.join(root, MANIFEST)):
+        return "tfrecord"
     subs = _subdirs(root)
     if _folder_names(root, blur_dir) is not None:
         return "folders"
@@ -122,7 +128,8 @@ def detect_layout(root: str | os.PathLike, blur_dir: str = "blur") -> str:
         return "gopro"
     raise ValueError(f"cannot tell the layout of dataset root {root}: expected {{blur,sharp}} or "
                      "{input,target} folders, GoPro {train,test}/<sequence>/{blur,sharp}, "
-                     f"<sequence>/{{blur,sharp}} folders, or a text file of pairs; found folders "
+                     f"<sequence>/{{blur,sharp}} folders, a prepared TFRecord folder "
+                     f"({MANIFEST}), or a text file of pairs; found folders "
                      f"{subs[:10]}")
 
 
@@ -215,6 +222,9 @@ def find_pairs(root: str | os.PathLike, *, layout: str = "auto", split: str | No
     if split is not None and layout != "gopro":
         raise ValueError(f"split={split!r} applies to the GoPro layout, but {root} is a "
                          f"{layout!r} dataset")
+    if layout == "tfrecord":
+        raise ValueError(f"{root} is a prepared TFRecord folder: its pairs are records, not "
+                         "files (read it with paired_dataset)")
     if layout == "list":
         if not os.path.isfile(root):
             raise FileNotFoundError(f"pair list {root} does not exist")
@@ -249,7 +259,8 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
                    drop_remainder: bool = False, flip: bool = True, rotate: bool = True,
                    permute_channels: bool = True, repeat: bool = False, skip: int = 0,
                    num_parallel_calls: int = tf.data.AUTOTUNE,
-                   progress: bool = True, skip_bad_files: bool = False) -> tf.data.Dataset:
+                   progress: bool = True, skip_bad_files: bool = False,
+                   service: str | None = None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(blurry, sharp)`` float32 RGB images in [0, 1].
 
     By default: whole images, in file order, unbatched, unaugmented (a
@@ -257,8 +268,10 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
     ``shuffle=True``, ``batch_size`` and a ``seed``.
 
     Args:
-        root: dataset folder or pair-list file (see :func:`find_pairs`).
-        layout: ``"auto"`` (detected), ``"gopro"``, ``"folders"`` or ``"list"``.
+        root: dataset folder, pair-list file (see :func:`find_pairs`) or a
+            folder prepared by ``tfdeblur prepare-data``.
+        layout: ``"auto"`` (detected), ``"gopro"``, ``"folders"``, ``"list"``
+            or ``"tfrecord"``.
         split: GoPro ``"train"`` / ``"test"`` (when ``root`` holds both).
         blur_dir: GoPro blurry folder, ``"blur"`` or ``"blur_gamma"``.
         patch_size: crop size, int or (height, width): a random crop with
@@ -272,7 +285,9 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
         batch_size: batch the elements (``None``: unbatched); whole images
             must then all have one size.
         shuffle: reshuffle every epoch (``True``: over the whole dataset; an
-            int: with that buffer size).
+            int: with that buffer size). TFRecords: the shard order too, and
+            ``True`` is a buffer of the whole dataset or of 1 GB of records,
+            whichever is smaller.
         seed: makes shuffling and augmentation reproducible; ``None`` draws
             one at random.
         with_flow: also yield the bidirectional optical flow of the sharp
@@ -299,6 +314,13 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
             (:func:`~tfdeblur.data.io.check_image_files`: unreadable, empty,
             unknown or truncated files); a bad one raises an error naming it,
             or with ``True`` its pair is left out with a warning naming it.
+        service: a tf.data service dispatcher (``"grpc://host:port"``): its
+            workers run the pipeline and this process receives the batches
+            (``tf.data.experimental.service.distribute``, mode
+            ``"parallel_epochs"``). Workers in other processes need a pipeline
+            without Python functions: the TFRecord layout (image folders and
+            synthetic blur decode in Python, so only in-process workers can
+            run them).
 
     Returns:
         Dataset of ``(blurry, sharp)`` (``(blurry, sharp, flow)`` with
@@ -314,19 +336,24 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
         ...                        augment=True, shuffle=True, batch_size=16, seed=0)
         >>> val = paired_dataset("GOPRO_Large", split="test")
     """
-    patch = _pipeline.check_patch_size(patch_size)
-    _pipeline.check_batch_size(batch_size)
-    buffer = _pipeline.check_shuffle(shuffle)
-    seed = _pipeline.resolve_seed(seed)
-    skip = _pipeline.check_skip(skip)
-    if not isinstance(cache, (bool, str, os.PathLike)):
-        raise ValueError(f"cache must be a bool or a file path, got {cache!r}")
-    if not isinstance(cache, bool):
-        cache = _fspath(cache)
-        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    opts = _pipeline.DatasetOptions.from_arguments(
+        patch_size=patch_size, augment=augment, batch_size=batch_size, shuffle=shuffle,
+        seed=seed, with_flow=with_flow, drop_remainder=drop_remainder, flip=flip, rotate=rotate,
+        permute_channels=permute_channels, repeat=repeat, skip=skip,
+        num_parallel_calls=num_parallel_calls, skip_bad_files=skip_bad_files, service=service)
+    cache = _pipeline.prepare_cache(cache)
     root = _fspath(root)
-    if layout == "auto" and with_flow:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "auto" and (with_flow or os.path.isdir(root)):
         layout = detect_layout(root, blur_dir)
+    if layout == "tfrecord":
+        if split is not None:
+            raise ValueError(f"split={split!r} applies to the GoPro layout; {root} is a "
+                             "prepared TFRecord folder (of one split)")
+        from tfdeblur.data.tfrecord import tfrecord_dataset
+
+        return tfrecord_dataset(root, opts, cache=cache)
     if with_flow and layout != "gopro":
         raise ValueError("with_flow=True needs the GoPro layout (flows are computed between "
                          f"neighbouring frames of a sequence); {root} is a {layout!r} dataset"
@@ -345,17 +372,39 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
     tensors = {"blurry": [p.blurry for p in pairs], "sharp": [p.sharp for p in pairs]}
     flow_store = None
     if with_flow:
-        flow_store = FlowCache(flow_cache or default_cache_dir(root), preset=flow_preset)
-        triplets: dict[str, tuple] = {}
-        by_seq: dict[str, list[str]] = {}
-        for p in pairs:
-            by_seq.setdefault(p.sequence, []).append(p.sharp)
-        for frames in by_seq.values():
-            for t in sequence_triplets(frames):
-                triplets[t[1]] = t
-        flow_store.precompute(list(triplets.values()), progress=progress)
+        flow_store, triplets = flow_store_for(pairs, root, layout, flow_cache, flow_preset,
+                                              progress)
         tensors["prev"] = [triplets[p.sharp][0] or "" for p in pairs]
         tensors["next"] = [triplets[p.sharp][2] or "" for p in pairs]
+    load = _file_loader(opts, flow_store)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    return _pipeline.assemble(ds, load, opts, len(pairs), cache=cache, seeds="after")
+
+
+def flow_store_for(pairs: list[Pair], root: str, layout: str, flow_cache, flow_preset: str,
+                   progress: bool) -> tuple[FlowCache, dict[str, tuple]]:
+    """The flow cache of a GoPro dataset with every flow computed, and sharp -> triplet."""
+    if layout != "gopro":
+        raise ValueError("flows need the GoPro layout (they are computed between "
+                         f"neighbouring frames of a sequence); {root} is a {layout!r} dataset")
+    if flow_preset not in PRESETS:
+        raise ValueError(f"flow_preset must be one of {sorted(PRESETS)}, got {flow_preset!r}")
+    store = FlowCache(flow_cache or default_cache_dir(root), preset=flow_preset)
+    triplets: dict[str, tuple] = {}
+    by_seq: dict[str, list[str]] = {}
+    for p in pairs:
+        by_seq.setdefault(p.sequence, []).append(p.sharp)
+    for frames in by_seq.values():
+        for t in sequence_triplets(frames):
+            triplets[t[1]] = t
+    store.precompute(list(triplets.values()), progress=progress)
+    return store, triplets
+
+
+def _file_loader(opts: _pipeline.DatasetOptions, flow_store: FlowCache | None):
+    """Stage ``load`` of image files: ``{"blurry", "sharp"[, "prev", "next"]}`` paths to
+    ``(blurry, sharp[, flow])`` float32 tensors, through the package's one reader."""
+    patch = opts.patch_size
 
     def load_np(bp, sp, prev=None, nxt=None):
         bp, sp = _fspath(bp), _fspath(sp)
@@ -374,49 +423,12 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
         return b, s, f
 
     load_np = _pipeline.numpy_errors_as_value_errors(load_np)
-    n_out = 3 if with_flow else 2
+    n_out = opts.outputs
 
     def load(el):
-        args = [el["blurry"], el["sharp"]] + ([el["prev"], el["next"]] if with_flow else [])
+        args = [el["blurry"], el["sharp"]] + ([el["prev"], el["next"]] if opts.with_flow else [])
         out = tf.numpy_function(load_np, args, [tf.float32] * n_out, stateful=False)
         return tuple(tf.ensure_shape(x, [None, None, c])
                      for x, c in zip(out, (3, 3, 4)[:n_out], strict=True))
 
-    # Rotations by 90 degrees swap height and width: only safe for batches
-    # when every element is a square patch.
-    square = patch is not None and patch[0] == patch[1]
-    rotate_ok = rotate and (batch_size is None or square)
-
-    def transform(parts, seed_pair=None):
-        if augment:
-            return augment_pair(parts[0], parts[1], seed_pair,
-                                flow=parts[2] if with_flow else None, patch_size=patch,
-                                flip=flip, rotate=rotate_ok, permute_channels=permute_channels)
-        if patch is not None:
-            return tuple(_pipeline.center_crop(list(parts), patch))
-        return parts
-
-    ds = tf.data.Dataset.from_tensor_slices(tensors)
-    if cache is not False:
-        ds = ds.map(load, num_parallel_calls=num_parallel_calls)
-        ds = ds.cache("" if cache is True else cache)
-    if buffer is not None:
-        ds = ds.shuffle(buffer or len(pairs), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-
-    if cache is False:
-        if augment:
-            fn = lambda el, seed_pair: transform(load(el), seed_pair)
-        else:
-            fn = lambda el: transform(load(el))
-    elif augment:
-        fn = lambda parts, seed_pair: transform(parts, seed_pair)
-    else:
-        fn = lambda *parts: transform(parts)
-    if augment:
-        ds = tf.data.Dataset.zip((ds, _pipeline.seed_stream(seed + 1, rerandomize=True)))
-    if skip:
-        ds = ds.skip(skip)
-    ds = ds.map(fn, num_parallel_calls=num_parallel_calls)
-    return _pipeline.finish(ds, batch_size=batch_size, drop_remainder=drop_remainder)
+    return load

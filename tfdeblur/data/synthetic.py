@@ -689,24 +689,24 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator, *,
 # --------------------------------------------------------------------------- dataset
 
 
-def _list_photos(sharp_root) -> list[str]:
-    if isinstance(sharp_root, (list, tuple)):
-        paths = [_fspath(p) for p in sharp_root]
+def _list_photos(root) -> list[str]:
+    if isinstance(root, (list, tuple)):
+        paths = [_fspath(p) for p in root]
         for p in paths:
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"sharp image {p} does not exist")
     else:
-        root = _fspath(sharp_root)
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"sharp_root {root} is not a folder")
+        folder = _fspath(root)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"root {folder} is not a folder")
         paths = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             paths += [os.path.join(dirpath, f) for f in filenames
                       if not f.startswith(".") and is_image_file(f)]
-        paths.sort(key=lambda p: _natural_key(os.path.relpath(p, root)))
+        paths.sort(key=lambda p: _natural_key(os.path.relpath(p, folder)))
     if not paths:
-        raise ValueError(f"sharp_root {sharp_root} holds no images")
+        raise ValueError(f"root {root} holds no images")
     return paths
 
 
@@ -726,7 +726,7 @@ def _random_window(img: np.ndarray, h: int, w: int, rng: np.random.Generator) ->
     return img[top:top + h, left:left + w]
 
 
-def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = None,
+def synthetic_dataset(root, *, patch_size: int | tuple[int, int] | None = None,
                       augment: bool = False, batch_size: int | None = None,
                       shuffle: bool | int = False, seed: int | None = None,
                       with_flow: bool = False, config: BlurConfig | None = None,
@@ -734,7 +734,8 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
                       drop_remainder: bool = False, flip: bool = True, rotate: bool = True,
                       permute_channels: bool = True, repeat: bool = False, skip: int = 0,
                       num_parallel_calls: int = tf.data.AUTOTUNE,
-                      skip_bad_files: bool = False) -> tf.data.Dataset:
+                      skip_bad_files: bool = False,
+                      service: str | None = None) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(blurry, sharp)`` pairs blurred on the fly from sharp photos.
 
     Each photo is blurred by :func:`synthesize_pair` (random camera shake or
@@ -749,7 +750,7 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
     ``seed``) and flips / 90-degree rotations / RGB permutation are added.
 
     Args:
-        sharp_root: folder of sharp photos (searched recursively) or a list of
+        root: folder of sharp photos (searched recursively) or a list of
             image paths.
         patch_size: int or (height, width) random crop; ``None`` keeps whole
             images. Photos smaller than the patch are enlarged to cover it.
@@ -776,6 +777,10 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
             (:func:`~tfdeblur.data.io.check_image_files`: unreadable, empty,
             unknown or truncated files); a bad one raises an error naming it,
             or with ``True`` is left out with a warning naming it.
+        service: a tf.data service dispatcher ``"grpc://host:port"`` whose
+            workers make the pairs (see :func:`~tfdeblur.data.paired_dataset`;
+            the blur is synthesized in Python, so the workers must run in
+            this process).
 
     Returns:
         Dataset of ``(blurry, sharp)`` (``(blurry, sharp, flow)`` with
@@ -787,21 +792,44 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
         ...                           kernels="levin09_kernels.npz")
     """
     from tfdeblur.data import _pipeline
-    from tfdeblur.data.augment import augment_pair
 
-    patch = _pipeline.check_patch_size(patch_size)
-    _pipeline.check_batch_size(batch_size)
-    buffer = _pipeline.check_shuffle(shuffle)
-    seed = _pipeline.resolve_seed(seed)
+    opts = _pipeline.DatasetOptions.from_arguments(
+        patch_size=patch_size, augment=augment, batch_size=batch_size, shuffle=shuffle,
+        seed=seed, with_flow=with_flow, drop_remainder=drop_remainder, flip=flip, rotate=rotate,
+        permute_channels=permute_channels, repeat=repeat, skip=skip,
+        num_parallel_calls=num_parallel_calls, skip_bad_files=skip_bad_files, service=service)
     cfg = config or BlurConfig()
     if not isinstance(cfg, BlurConfig):
         raise ValueError(f"config must be a BlurConfig, got {type(cfg).__name__}")
     if kernels is not None:
         ks = load_kernels(kernels) if isinstance(kernels, (str, os.PathLike)) else list(kernels)
         cfg = dataclasses.replace(cfg, kernels=tuple(ks))
-    skip = _pipeline.check_skip(skip)
     redraw = augment if redraw_each_epoch is None else bool(redraw_each_epoch)
-    photos = check_image_files(_list_photos(sharp_root), skip_bad=bool(skip_bad_files))
+    photos = check_image_files(_list_photos(root), skip_bad=bool(skip_bad_files))
+    load = _synthesis_loader(photos, cfg, opts)
+
+    def element(path, seed_pair):
+        out = load(path, seed_pair)
+        if opts.augment:
+            aug_seed = tf.random.experimental.stateless_fold_in(seed_pair, 1)
+            return _pipeline.augment(out, opts, aug_seed)
+        return out
+
+    ds = tf.data.Dataset.from_tensor_slices(photos)
+    # Seeds attached after shuffling: new draws every epoch; before: each photo keeps its blur.
+    ds = _pipeline.order(ds, opts, len(photos), seeds="after" if redraw else "before",
+                         rerandomize=False)
+    ds = ds.map(element, num_parallel_calls=opts.num_parallel_calls)
+    return _pipeline.finish(ds, opts)
+
+
+def _synthesis_loader(photos: list[str], cfg: BlurConfig, opts):
+    """Stage ``load`` of synthetic pairs: (photo path, seed) -> ``(blurry, sharp[, flow])``.
+
+    The crop comes first here (a random window ``cfg.max_radius()`` larger on
+    each side, blurred, then cut back to the patch: no border effects).
+    """
+    patch = opts.patch_size
     margin = cfg.max_radius() if patch is not None else 0
 
     def make_np(path, seed_pair):
@@ -817,44 +845,22 @@ def synthetic_dataset(sharp_root, *, patch_size: int | tuple[int, int] | None = 
             return _random_window(read_image(other), h, w, rng)
 
         pair = synthesize_pair(img, rng, config=cfg, foreground=foreground)
-        out = (pair.blurry, pair.sharp) + ((pair.flow,) if with_flow else ())
+        out = (pair.blurry, pair.sharp) + ((pair.flow,) if opts.with_flow else ())
         if patch is not None:
             out = tuple(x[margin:margin + patch[0], margin:margin + patch[1]] for x in out)
         return tuple(np.ascontiguousarray(x, np.float32) for x in out)
 
-    make_np = _pipeline.numpy_errors_as_value_errors(make_np)
-    n_out = 3 if with_flow else 2
-    square = patch is not None and patch[0] == patch[1]
-    rotate_ok = rotate and (batch_size is None or square)
+    from tfdeblur.data import _pipeline
 
-    def element(path, seed_pair):
+    make_np = _pipeline.numpy_errors_as_value_errors(make_np)
+    n_out = opts.outputs
+
+    def load(path, seed_pair):
         out = tf.numpy_function(make_np, [path, seed_pair], [tf.float32] * n_out, stateful=False)
         out = [tf.ensure_shape(x, [None, None, c])
                for x, c in zip(out, (3, 3, 4)[:n_out], strict=True)]
         if patch is not None:
             out = [tf.ensure_shape(x, [patch[0], patch[1], x.shape[-1]]) for x in out]
-        if augment:
-            aug_seed = tf.random.experimental.stateless_fold_in(seed_pair, 1)
-            return augment_pair(out[0], out[1], aug_seed, flow=out[2] if with_flow else None,
-                                flip=flip, rotate=rotate_ok, permute_channels=permute_channels)
         return tuple(out)
 
-    ds = tf.data.Dataset.from_tensor_slices(photos)
-    if redraw:
-        if buffer is not None:
-            ds = ds.shuffle(buffer or len(photos), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        # Seeds attached after shuffling: new draws every epoch.
-        ds = tf.data.Dataset.zip((ds, _pipeline.seed_stream(seed + 1, rerandomize=True)))
-    else:
-        # Seeds attached before shuffling: each photo keeps its blur.
-        ds = tf.data.Dataset.zip((ds, _pipeline.seed_stream(seed + 1, rerandomize=False)))
-        if buffer is not None:
-            ds = ds.shuffle(buffer or len(photos), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-    if skip:
-        ds = ds.skip(skip)
-    ds = ds.map(element, num_parallel_calls=num_parallel_calls)
-    return _pipeline.finish(ds, batch_size=batch_size, drop_remainder=drop_remainder)
+    return load

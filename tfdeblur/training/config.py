@@ -306,7 +306,7 @@ def _dataset_section(key: str, d, base: str, seed: int, *, training: bool) -> di
     d = check_mapping(key, d)
     kind = check_str(f"{key}.type", d.get("type"), registry.DATASETS.names())
     params = _signature_args(registry.DATASETS.get(kind))
-    accepted = (set(params) - _TRAINER_DATA_ARGS - {"sharp_root", "root"}) | {"type", "root"}
+    accepted = (set(params) - _TRAINER_DATA_ARGS - {"root"}) | {"type", "root"}
     if kind == "synthetic":
         accepted.add("blur")
     if not training:
