@@ -58,7 +58,7 @@ def test_help_lists_every_subcommand_once(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    listed = re.findall(r"^    (\w+) ", text, re.M)
+    listed = re.findall(r"^    ([\w-]+)\s", text, re.M)
     assert listed == list(COMMANDS)
     assert "{" not in text and "info" not in text.split("commands:")[0]  # not in usage too
     for command in COMMANDS:

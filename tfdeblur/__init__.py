@@ -22,5 +22,6 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 __version__ = "0.1.0"
 
 from tfdeblur._api import deblur, load  # noqa: E402 - after the backend is chosen
+from tfdeblur.evaluation import evaluate  # noqa: E402 - imports TensorFlow only when called
 
-__all__ = ["__version__", "deblur", "load"]
+__all__ = ["__version__", "deblur", "evaluate", "load"]

@@ -1,4 +1,4 @@
-"""Command-line tool ``tfdeblur``: six subcommands.
+"""Command-line tool ``tfdeblur``: eight subcommands.
 
     tfdeblur info                       # versions, compiled-op status, models
     tfdeblur models                     # the bundled trained models, then the architectures
@@ -9,6 +9,8 @@
     tfdeblur export -m model.keras --saved-model models/m/1
     tfdeblur export -m model.keras --tflite svdn.tflite --size 256x256 --quantize float16
     tfdeblur train --config lmfn_cpu_small --run-dir runs/lmfn
+    tfdeblur prepare-data GOPRO_Large/train gopro_train_tfr/    # sharded TFRecords of pairs
+    tfdeblur evaluate -m lmfn_bundled GOPRO_Large/test --csv scores.csv [--tile 512]
 
 Bundled models are listed by ``tfdeblur models`` (see :mod:`tfdeblur.pretrained`);
 nothing is ever downloaded. Without a bundled model, ``deblur`` needs ``-m FILE.keras``
@@ -37,7 +39,7 @@ import warnings
 
 from tfdeblur import pretrained
 
-COMMANDS = ("info", "models", "deblur", "demo", "export", "train")
+COMMANDS = ("info", "models", "deblur", "demo", "export", "train", "prepare-data", "evaluate")
 
 # Set for the CLI process only, before TensorFlow is imported (never by the library).
 _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "OPENCV_LOG_LEVEL": "OFF"}
@@ -301,6 +303,41 @@ def _export(args) -> int:
     return 0
 
 
+def _prepare_data(args) -> int:
+    from tfdeblur.data.tfrecord import write_tfrecords
+
+    m = write_tfrecords(args.root, args.output, layout=args.layout, split=args.split,
+                        blur_dir=args.blur_dir, shards=args.shards, with_flow=args.flow,
+                        flow_cache=args.flow_cache, flow_preset=args.flow_preset,
+                        skip_bad_files=args.skip_bad_files, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    size = sum(s["bytes"] for s in m["shards"])
+    print(f"wrote {m['pairs']} pairs{' with flows' if m['with_flow'] else ''} in "
+          f"{len(m['shards'])} TFRecord shards ({size / 1e6:.1f} MB) to {args.output}; "
+          f"read them with paired_dataset({args.output!r}) or a config's data root")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from tfdeblur.evaluation import evaluate
+
+    with _small_tile_note("evaluate", _evaluate_model(args), args.tile):
+        result = evaluate(args.model, args.data, layout=args.layout, split=args.split,
+                          tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                          limit=args.limit, csv=args.csv, progress=not args.quiet)
+    print(f"model: {result.model}")
+    print(result.summary())
+    if args.csv:
+        print(f"wrote {result.images} rows to {args.csv}")
+    return 0
+
+
+def _evaluate_model(args):
+    from tfdeblur._api import resolve_model
+
+    return resolve_model(args.model)[0]  # cached: evaluate() gets the same model
+
+
 def _train(args) -> int:
     if not getattr(args, "verbose", False):
         _import_tensorflow_quietly()
@@ -427,6 +464,50 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
                        help="train from a config (training/configs/); run again with the same "
                             "--run-dir to resume from its newest checkpoint")
     _add_verbose(t)
+    pd = sub.add_parser("prepare-data", help="write a paired dataset as sharded TFRecords "
+                                             "(fast reading, per-file sharding across workers)")
+    pd.add_argument("root", help="a dataset paired_dataset reads (GoPro, {blur,sharp} folders, "
+                                 "a pair list)")
+    pd.add_argument("output", help="the folder to write (must not exist unless --overwrite)")
+    pd.add_argument("--layout", choices=["auto", "gopro", "folders", "list"], default="auto")
+    pd.add_argument("--split", choices=["train", "test"], default=None,
+                    help="GoPro split, when ROOT holds both")
+    pd.add_argument("--blur-dir", default="blur", help="GoPro blurry folder (blur, blur_gamma)")
+    pd.add_argument("--shards", type=_int_at_least(1), default=None,
+                    help="number of shard files (default: one per 128 MB, at least 8; use at "
+                         "least as many as training workers)")
+    pd.add_argument("--flow", action="store_true",
+                    help="also store the optical flow of each sharp frame (GoPro layout; "
+                         "for SVDN's position loss)")
+    pd.add_argument("--flow-cache", default=None, help="flow cache folder")
+    pd.add_argument("--flow-preset", choices=["ultrafast", "fast", "medium"], default="medium")
+    pd.add_argument("--skip-bad-files", action="store_true",
+                    help="leave out pairs with an unreadable file (warned) instead of stopping")
+    pd.add_argument("--overwrite", action="store_true", help="replace a prepared OUTPUT")
+    pd.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_verbose(pd)
+    ev = sub.add_parser("evaluate", help="mean PSNR / SSIM of a model on a paired dataset, and "
+                                         "of its blurry input")
+    ev.add_argument("-m", "--model", required=True,
+                    help="a bundled model name (tfdeblur models) or a trained .keras file")
+    ev.add_argument("data", help="a dataset paired_dataset reads (GoPro split, {blur,sharp} "
+                                 "folders, a pair list, prepared TFRecords)")
+    ev.add_argument("--csv", metavar="FILE", default=None,
+                    help="write one row per image: image, psnr, ssim, blurry_psnr, blurry_ssim")
+    ev.add_argument("--tile", type=_int_at_least(1), default=None,
+                    help="deblur as overlapping tiles of this size (default: whole images). "
+                         + _tiling_help())
+    ev.add_argument("--overlap", type=_int_at_least(0), default=None,
+                    help="tile overlap in pixels (default: the model's)")
+    ev.add_argument("--batch-size", type=_int_at_least(1), default=4, help="tiles per call")
+    ev.add_argument("--layout", choices=["auto", "gopro", "folders", "list", "tfrecord"],
+                    default="auto")
+    ev.add_argument("--split", choices=["train", "test"], default=None,
+                    help="GoPro split, when DATA holds both")
+    ev.add_argument("--limit", type=_int_at_least(1), default=None,
+                    help="score the first N pairs only")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_verbose(ev)
     p.subcommand_parsers = sub.choices  # for checks across arguments after parsing
     return p
 
@@ -505,7 +586,8 @@ def _run(argv: list[str]) -> tuple[int, str]:
             if not verbose:
                 _import_tensorflow_quietly()
             handlers = {"info": _info, "models": _models, "deblur": _deblur, "demo": _demo,
-                        "export": _export, "train": _train}
+                        "export": _export, "train": _train, "prepare-data": _prepare_data,
+                        "evaluate": _evaluate}
             return handlers[command](args), command
         except KeyboardInterrupt:
             print(f"tfdeblur {command}: interrupted", file=sys.stderr)

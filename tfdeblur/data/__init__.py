@@ -1,10 +1,13 @@
 """tf.data pipelines for deblurring: paired datasets, augmentation, synthetic blur, optical flow.
 
-Entry points: :func:`paired_dataset` (GoPro, flat folders or a pair list) and
-:func:`synthetic_dataset` (pairs made on the fly from sharp photos). Images are
+Entry points: :func:`paired_dataset` (GoPro, flat folders, a pair list or
+prepared TFRecords), :func:`synthetic_dataset` (pairs made on the fly from sharp
+photos), both configured by the shared :class:`DatasetOptions`, and
+:func:`write_tfrecords` (``tfdeblur prepare-data``). Images are
 RGB float32 in [0, 1], read by the package's one reader :func:`read_image`.
 """
 
+from tfdeblur.data._pipeline import DatasetOptions
 from tfdeblur.data.augment import augment_pair, random_crop
 from tfdeblur.data.flow import FlowCache, bidirectional_flow, dis_flow, sequence_triplets
 from tfdeblur.data.io import ImageFileError, read_image, write_image
@@ -18,9 +21,11 @@ from tfdeblur.data.synthetic import (
     synthetic_dataset,
     trajectory_kernel,
 )
+from tfdeblur.data.tfrecord import write_tfrecords
 
 __all__ = [
     "BlurConfig",
+    "DatasetOptions",
     "FlowCache",
     "ImageFileError",
     "Pair",
@@ -40,4 +45,5 @@ __all__ = [
     "synthetic_dataset",
     "trajectory_kernel",
     "write_image",
+    "write_tfrecords",
 ]
