@@ -47,6 +47,9 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   arguments. Validation sets also take ``limit`` (use the first N images).
   Every image file is checked before the first step; ``data.skip_bad_files:
   true`` (or per section) leaves bad ones out with a warning naming each.
+  A ``"paired"`` root may be a folder prepared by ``tfdeblur prepare-data``
+  (TFRecords). ``data.train.service: "grpc://host:port"`` runs the training
+  pipeline on that tf.data service dispatcher's workers.
 - ``train``: ``steps`` (total optimizer steps), ``steps_per_epoch`` (the
   interval of validation, logging and the epoch-end checkpoint),
   ``checkpoint_every`` (steps), ``keep_checkpoints``, ``monitor`` (a
@@ -92,8 +95,9 @@ RESUMABLE_CHANGES = ("name", "description", "train.steps", "train.checkpoint_eve
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 #: Where the data lies may change between stretches of a run (another machine, a moved
-#: dataset): the folders and files of the data sections, and ``vars``.
-RESUMABLE_LOCATIONS = ("root", "kernels", "flow_cache")
+#: dataset, another tf.data service dispatcher): the folders and files of the data
+#: sections, their ``service`` address, and ``vars``.
+RESUMABLE_LOCATIONS = ("root", "kernels", "flow_cache", "service")
 
 
 def is_resumable_change(key: str) -> bool:
@@ -312,7 +316,7 @@ def _dataset_section(key: str, d, base: str, seed: int, *, training: bool) -> di
     if not training:
         accepted = (accepted | {"limit"}) - {"with_flow", "flow_cache", "flow_preset",
                                              "augment", "shuffle", "flip", "rotate",
-                                             "permute_channels"}
+                                             "permute_channels", "service"}
     _unknown(key, d, sorted(accepted))
     if "root" not in d:
         raise _fail(f"{key}.root", "is required (the dataset folder)")
@@ -325,6 +329,13 @@ def _dataset_section(key: str, d, base: str, seed: int, *, training: bool) -> di
         out["kernels"] = _path(f"{key}.kernels", d["kernels"], base, "file")
     if d.get("flow_cache") is not None:
         out["flow_cache"] = _path(f"{key}.flow_cache", d["flow_cache"], base, "new")
+    if d.get("service") is not None:
+        from tfdeblur.data._pipeline import check_service
+
+        try:
+            check_service(d["service"])
+        except ValueError as e:
+            raise _fail(f"{key}.service", str(e)) from None
     if "blur" in d:
         blur = check_mapping(f"{key}.blur", d["blur"])
         fields = [f.name for f in dataclasses.fields(BlurConfig) if f.name != "kernels"]
