@@ -39,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 import tfdeblur.models  # noqa: E402
 from tfdeblur.losses import SVDNLoss  # noqa: E402
 from tfdeblur.metrics import psnr, ssim  # noqa: E402
+from tfdeblur.models.svdn import with_positions  # noqa: E402
 from tfdeblur.ops import compiled_available  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def _sync(value):
 def loss_table(args, vgg_path: str) -> list[str]:
     implementation = "compiled" if compiled_available() else "portable"
     keras.utils.set_random_seed(0)
-    model = tfdeblur.models.build("svdn", return_positions=True, implementation=implementation)
+    model = with_positions(tfdeblur.models.build("svdn", implementation=implementation))
     rng = np.random.default_rng(0)
     shape = (args.batch, args.crop, args.crop, 3)
     blurry = tf.constant(rng.uniform(0, 1, shape), tf.float32)

@@ -148,7 +148,8 @@ def check_image_to_image(model: keras.Model, name: str = "model") -> None:
 
     Checked on a symbolic odd-sized image (no computation), or by running the
     model once on a small zero image when the symbolic shapes are not known.
-    A model with several outputs is judged by its first (SVDN's positions).
+    A model with several outputs is refused: every tfdeblur network has one
+    (SVDN's training model, with its sampling positions, is not deployed).
 
     Args:
         model: a loaded ``keras.Model``.
@@ -161,6 +162,12 @@ def check_image_to_image(model: keras.Model, name: str = "model") -> None:
     if not inputs or len(inputs) != 1:
         raise ValueError(f"{name} is not a deblurring model: it needs one image input, "
                          f"has {len(inputs) if inputs else 'no'} inputs")
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        raise ValueError(f"{name} is not a deblurring model: it has {len(outputs)} outputs, "
+                         "an image-to-image model has one (for SVDN, use the model of "
+                         "tfdeblur.models.build('svdn'), not its training model "
+                         "with_positions(model))")
     shape = tuple(inputs[0].shape)
     if len(shape) != 4 or shape[-1] is None:
         raise ValueError(f"{name} is not a deblurring model: it takes input of shape {shape}, "
@@ -175,7 +182,7 @@ def check_image_to_image(model: keras.Model, name: str = "model") -> None:
         out = None
     if out is None or None in out:
         try:
-            y = _first_output(model(np.zeros(probe, np.float32), training=False))
+            y = model(np.zeros(probe, np.float32), training=False)
         except Exception as e:  # noqa: BLE001 - any failure means it cannot deblur
             raise ValueError(f"{name} does not run on a {probe} image: "
                              f"{user_message(e)}") from None
@@ -206,11 +213,6 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     else:
         raise ValueError(f"{name} must be uint8, uint16 or float in [0, 1], got {img.dtype}")
     return img
-
-
-def _first_output(y):
-    # SVDN built with return_positions=True returns (image, positions).
-    return y[0] if isinstance(y, (list, tuple)) else y
 
 
 def _tile_starts(size: int, tile: int, step: int) -> list[int]:
@@ -289,7 +291,7 @@ def deblur_image(model: keras.Model, image: np.ndarray, *, tile: int | None = No
 
 def _call(model: keras.Model, batch: np.ndarray) -> np.ndarray:
     try:
-        out = np.asarray(_first_output(model(batch, training=False)))
+        out = np.asarray(model(batch, training=False))
     except ValueError as e:  # e.g. an image below the network's minimum size
         raise ValueError(user_message(e)) from None
     if out.shape != batch.shape:

@@ -373,7 +373,8 @@ def relative_sampling_points(positions) -> tf.Tensor:
 
     ``positions`` are absolute ``(py, px)`` sampling positions of a
     deformable convolution with stride 1 (``[N, h, w, K, 2]``, as returned
-    by SVDN with ``return_positions=True``: regular grid + learned offset).
+    by SVDN's training model ``tfdeblur.models.svdn.with_positions``: regular grid +
+    learned offset).
     The output pixel ``(i, j)`` is subtracted from the positions of its K
     points, which gives grid tap + offset relative to the kernel centre for
     an odd "same" kernel such as SVDN's 5x5 (its grid centre is the output
@@ -561,9 +562,9 @@ class PositionLoss(_Loss):
 
     ``y_true`` is the data pipeline's full-resolution bidirectional flow
     (``tfdeblur.data.paired_dataset(..., with_flow=True)``, ``(dx, dy)`` to
-    the previous then the next frame), ``y_pred`` SVDN's second output with
-    ``return_positions=True``. The flow is averaged over 2x2 blocks and
-    halved to match the half-resolution features
+    the previous then the next frame), ``y_pred`` the second output of SVDN's
+    training model (``tfdeblur.models.svdn.with_positions``). The flow is
+    averaged over 2x2 blocks and halved to match the half-resolution features
     (:func:`flow_to_feature_resolution`); the positions are taken relative
     to their output pixel (:func:`relative_sampling_points`).
 
@@ -578,7 +579,7 @@ class PositionLoss(_Loss):
     Output: scalar (per-image ``[N]`` with ``reduction=None``).
 
     Example:
-        >>> train = tfdeblur.models.build("svdn", return_positions=True)
+        >>> train = with_positions(tfdeblur.models.build("svdn"))
         >>> sharp_pred, positions = train(blurry)
         >>> PositionLoss()(flow, positions)
     """
@@ -621,7 +622,7 @@ class SVDNLoss(_Loss):
 
     Inputs: with a position term, ``y_true = (sharp, flow)`` and
     ``y_pred = (image, positions)`` (the outputs of
-    ``tfdeblur.models.build("svdn", return_positions=True)``); with
+    ``tfdeblur.models.svdn.with_positions(tfdeblur.models.build("svdn"))``); with
     ``position_weight=0``, either those pairs or just ``sharp`` and
     ``image``. Use it in a custom training step, or give
     :meth:`compile_arguments` to ``model.compile`` (Keras applies one loss
@@ -645,7 +646,7 @@ class SVDNLoss(_Loss):
     Output: scalar (per-image ``[N]`` with ``reduction=None``).
 
     Example:
-        >>> model = tfdeblur.models.build("svdn", return_positions=True)
+        >>> model = with_positions(tfdeblur.models.build("svdn"))
         >>> loss = SVDNLoss("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
         >>> model.compile(optimizer="adam", **loss.compile_arguments())
         >>> model.fit(ds.map(lambda blurry, sharp, flow: (blurry, (sharp, flow))))

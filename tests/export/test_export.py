@@ -16,6 +16,7 @@ import tfdeblur.models
 from tests.conftest import ROOT, SHARED_DATA
 from tfdeblur.cli import main
 from tfdeblur.export import ExportError, convert_tflite, export_saved_model, portable_model
+from tfdeblur.models.svdn import with_positions
 from tfdeblur.ops import compiled_available
 
 # The README's tiny variants: every part of each network, a few k parameters.
@@ -89,7 +90,7 @@ def models():
 def saved_models(models, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved")
     # SVDN for flow-guided training (two outputs): the export serves the image only.
-    exported = {**models, "svdn": _build("svdn", return_positions=True)}
+    exported = {**models, "svdn": with_positions(_build("svdn"))}
     return {name: export_saved_model(model, root / name / "1", input_shape=SAVED_SHAPES[name])
             for name, model in exported.items()}
 

@@ -148,8 +148,19 @@ def test_networks_pass_the_image_to_image_check():
     from tfdeblur.inference import check_image_to_image
 
     for name, config in (("lmfn", {"width": 4, "num_blocks": 1}), ("svrnn", {}),
-                         ("svdn", {"return_positions": True})):
+                         ("svdn", {})):
         check_image_to_image(models.build(name, **config), name)
+
+
+def test_a_model_with_two_outputs_is_refused():
+    from tfdeblur import models
+    from tfdeblur.inference import check_image_to_image
+    from tfdeblur.models.svdn import with_positions
+
+    training = with_positions(models.build("svdn", width=2, dilation_rates=(1,), kernel_size=3,
+                                           offset_hidden=2, head_width=2))
+    with pytest.raises(ValueError, match="has 2 outputs.*with_positions"):
+        check_image_to_image(training, "svdn")
 
 
 def test_grey_and_rgba_arrays_keep_their_layout(rng):

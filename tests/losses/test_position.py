@@ -16,6 +16,7 @@ from tfdeblur.losses import (
     point_to_segment_distance,
     relative_sampling_points,
 )
+from tfdeblur.models.svdn import with_positions
 from tfdeblur.ops import deform_conv_sampling_positions
 
 
@@ -100,9 +101,9 @@ def test_relative_points_are_grid_taps_plus_offsets(rng, kernel, size):
 
 def test_relative_points_of_an_svdn_without_offsets_are_its_grid():
     keras.utils.set_random_seed(0)
-    model = tfdeblur.models.build("svdn", width=2, dilation_rates=(1, 2), kernel_size=3,
-                                  offset_hidden=2, head_width=2, return_positions=True,
-                                  implementation="portable")
+    model = with_positions(tfdeblur.models.build(
+        "svdn", width=2, dilation_rates=(1, 2), kernel_size=3, offset_hidden=2, head_width=2,
+        implementation="portable"))
     ow1 = model.get_layer("neck").ow1_conv
     ow1.set_weights([np.zeros_like(w) for w in ow1.get_weights()])
     image = np.random.default_rng(1).uniform(0, 1, (2, 7, 9, 3)).astype("float32")

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tfdeblur.models
 from tests.losses import reference_losses as ref
 from tfdeblur.losses import SVDNLoss
+from tfdeblur.models.svdn import with_positions
 
 TINY_SVDN = dict(width=2, dilation_rates=(1, 2), kernel_size=3, offset_hidden=2, head_width=2)
 
@@ -110,8 +111,7 @@ def test_svdn_loss_serialises(vgg16_file):
 def test_svdn_loss_compile_arguments_train_an_svdn(vgg16_file, rng, tmp_path):
     path, _ = vgg16_file
     keras.utils.set_random_seed(0)
-    model = tfdeblur.models.build("svdn", return_positions=True, implementation="portable",
-                                  **TINY_SVDN)
+    model = with_positions(tfdeblur.models.build("svdn", implementation="portable", **TINY_SVDN))
     loss = SVDNLoss(path, perceptual_weight=0.01, position_weight=0.5)
     args = loss.compile_arguments()
     assert args["loss_weights"] == [1.0, 0.5]

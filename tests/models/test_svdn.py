@@ -13,7 +13,7 @@ import tfdeblur.models
 from tests.layers import nets_reference as ref
 from tests.layers.test_svdn_blocks import dcn_implementations, sublayer_weights
 from tests.models import model_checks as mc
-from tfdeblur.models.svdn import MIN_SIZE, PAPER_PARAMETERS, svdn
+from tfdeblur.models.svdn import MIN_SIZE, PAPER_PARAMETERS, svdn, with_positions
 
 TINY = dict(width=2, dilation_rates=(1, 2), kernel_size=3, offset_hidden=2, head_width=2)
 # Tests pick an implementation that exists (the compiled deformable op may not be built).
@@ -27,6 +27,10 @@ def build(**config):
 def tiny(**kw):
     keras.utils.set_random_seed(kw.pop("seed", 0))
     return build(**{**TINY, **kw})
+
+
+def tiny_positions(**kw):
+    return with_positions(tiny(**kw))
 
 
 def _weights(model):
@@ -54,7 +58,7 @@ def test_paper_configuration_parameter_count():
 @pytest.mark.parametrize("impl", dcn_implementations())
 @pytest.mark.parametrize("shape", [(1, 6, 5), (2, 4, 4), (1, 3, 2)])
 def test_forward_matches_reference(rng, impl, shape):
-    model = tiny(implementation=impl, return_positions=True)
+    model = tiny_positions(implementation=impl)
     for v in model.weights:
         v.assign(rng.normal(0, 0.4, v.shape).astype("float32"))
     image = rng.uniform(0, 1, (*shape, 3)).astype("float32")
@@ -82,7 +86,9 @@ def test_global_skip_identity_at_zero_head():
 def test_identity_init_returns_the_input_exactly(return_positions):
     """identity_init: the head's last conv starts at zero, so input + residual = input."""
     x = mc.smooth_images(2, 37, 50)
-    model = tiny(identity_init=True, return_positions=return_positions)
+    model = tiny(identity_init=True)
+    if return_positions:
+        model = with_positions(model)
     out = model(x)
     image = out[0] if return_positions else out
     np.testing.assert_array_equal(np.asarray(image), x)
@@ -109,14 +115,24 @@ def test_identity_init_is_a_builder_argument_that_serialises(tmp_path):
     assert not tiny().get_layer("head").zero_init
 
 
+def test_inference_model_has_one_output():
+    model = tiny()
+    assert len(model.outputs) == 1
+    assert model(mc.smooth_images(2, 10, 9)).shape == (2, 10, 9, 3)
+    assert "return_positions" not in inspect.signature(svdn).parameters
+
+
 def test_positions_come_from_the_same_forward_pass():
     plain = tiny()
-    both = tiny(return_positions=True, seed=3)
-    both.set_weights(plain.get_weights())
+    both = with_positions(plain)
+    # The training model shares the inference model's layers and variables.
+    assert [v.path for v in both.variables] == [v.path for v in plain.variables]
+    assert all(a is b for a, b in zip(both.variables, plain.variables, strict=True))
     x = mc.smooth_images(2, 10, 9)
     sharp, pos = both(x)
     np.testing.assert_array_equal(np.asarray(sharp), np.asarray(plain(x)))
     assert len(both.outputs) == 2 and pos.shape == (2, 5, 5, 9, 2)
+    assert both.output_names == ["sharp", "positions"]
     # A loss on the positions reaches the offset branch (position loss training).
     with tf.GradientTape() as tape:
         _, pos = both(x, training=True)
@@ -140,7 +156,7 @@ def _op_counts(model) -> collections.Counter:
 @pytest.mark.parametrize("impl", dcn_implementations())
 def test_positions_add_no_second_forward_pass(impl):
     plain = _op_counts(tiny(implementation=impl))
-    both = _op_counts(tiny(implementation=impl, return_positions=True))
+    both = _op_counts(tiny_positions(implementation=impl))
     heavy = [op for op in plain if "Conv" in op or op.startswith("TfDeblur") or
              op in ("MatMul", "BatchMatMulV2", "GatherV2", "GatherNd")]
     assert "Conv2D" in heavy
@@ -150,22 +166,22 @@ def test_positions_add_no_second_forward_pass(impl):
 
 def test_any_input_size_and_batch():
     # 2 is the minimum; 3 is one over it; odd, tall and wide sides; with the positions.
-    mc.assert_any_input_size(tiny(return_positions=True), [(2, 2), (3, 5), (17, 10), (8, 33)])
+    mc.assert_any_input_size(tiny_positions(), [(2, 2), (3, 5), (17, 10), (8, 33)])
 
 
 def test_rejects_too_small_input():
     assert MIN_SIZE == 2
     mc.assert_rejects_small_input(tiny(), MIN_SIZE)
-    mc.assert_rejects_small_input(tiny(return_positions=True), MIN_SIZE)
+    mc.assert_rejects_small_input(tiny_positions(), MIN_SIZE)
 
 
 def test_fixed_input_shape():
     mc.assert_fixed_input_shape(build, MIN_SIZE, **TINY)
-    mc.assert_fixed_input_shape(build, MIN_SIZE, return_positions=True, **TINY)
+    mc.assert_fixed_input_shape(lambda **kw: with_positions(build(**kw)), MIN_SIZE, **TINY)
 
 
 def test_rejects_bad_input():
-    mc.assert_rejects_bad_input(tiny(return_positions=True), (6, 7))
+    mc.assert_rejects_bad_input(tiny_positions(), (6, 7))
 
 
 def test_other_channel_counts():
@@ -194,8 +210,20 @@ def test_bad_configuration(config, match):
 
 @pytest.mark.parametrize("return_positions", [False, True])
 def test_save_load_identical(tmp_path, return_positions):
-    model = tiny(return_positions=return_positions)
-    mc.assert_save_load_identical(model, mc.smooth_images(2, 7, 10), tmp_path)
+    model = tiny()
+    loaded = mc.assert_save_load_identical(model, mc.smooth_images(2, 7, 10), tmp_path)
+    if return_positions:
+        # The training model of a loaded SVDN gives the same positions.
+        x = mc.smooth_images(2, 7, 10)
+        np.testing.assert_allclose(np.asarray(with_positions(loaded)(x)[1]),
+                                   np.asarray(with_positions(model)(x)[1]), atol=1e-6)
+
+
+def test_with_positions_rejects_other_models():
+    from tfdeblur.models.lmfn import lmfn
+
+    with pytest.raises(ValueError, match="with_positions: model must be an SVDN"):
+        with_positions(lmfn(width=4, num_blocks=1))
 
 
 def test_fit_lowers_loss():
@@ -212,9 +240,9 @@ def test_fit_lowers_loss():
 def test_compiled_and_portable_agree():
     if "compiled" not in dcn_implementations():
         pytest.skip("compiled deformable-convolution op not in the loaded library")
-    mc.assert_implementations_agree(functools.partial(tfdeblur.models.build, "svdn"),
-                                    mc.smooth_images(2, 14, 11), atol=1e-4,
-                                    return_positions=True, **TINY)
+    mc.assert_implementations_agree(
+        lambda **kw: with_positions(tfdeblur.models.build("svdn", **kw)),
+        mc.smooth_images(2, 14, 11), atol=1e-4, **TINY)
 
 
 def test_xla_only_without_compiled_ops():

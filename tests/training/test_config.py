@@ -278,7 +278,7 @@ def test_pixel_loss_normalizations_are_accepted(tiny_raw):
 def test_svdn_cpu_small_starts_from_the_identity(shared_data):
     cfg = load_config(os.path.join(CONFIG_DIR, "svdn_cpu_small.json"), base_dir=ROOT)
     assert cfg["model"]["identity_init"] is True
-    model = build_model(cfg, for_training=False)
+    model = build_model(cfg)
     x = np.random.default_rng(0).uniform(0, 1, (1, 37, 50, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(model(x)), x)
 

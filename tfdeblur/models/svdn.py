@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import tensorflow as tf
 
+from tfdeblur import _validation as v
 from tfdeblur.layers.svdn_blocks import DilatedBackbone, FeatureDeconvolution, ReconstructionHead
 from tfdeblur.models import register
-from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
+from tfdeblur.models._base import DeblurModel
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
 #: Parameters of the paper's network ("nearly 0.8 M", 3.1 MB).
@@ -48,7 +47,6 @@ def svdn(width: int = 64,
          offset_hidden: int | None = None,
          head_width: int | None = None,
          identity_init: bool = False,
-         return_positions: bool = False,
          implementation: str = "auto",
          input_shape: tuple = (None, None, 3),
          name: str = "svdn") -> keras.Model:
@@ -108,14 +106,6 @@ def svdn(width: int = 64,
             conv, the last layer before the global skip: the residual starts
             at 0 and the untrained model is the identity (not in the paper,
             which uses Xavier initialisation throughout).
-        return_positions: build a model with two outputs, ``[image,
-            positions]``, positions being DCN1's sampling positions
-            ``[N, ceil(H/2), ceil(W/2), kernel_size**2, 2]`` (``(py, px)`` in
-            feature pixels: the regular grid around the output pixel + the
-            learned offset), computed from the offsets of the same forward
-            pass (no second pass), for the optical-flow position loss.
-            Padding only adds rows/columns at the bottom/right, so these are
-            the coordinates of the unpadded image's half-resolution grid.
         implementation: deformable-convolution implementation, ``"auto"``,
             ``"compiled"`` or ``"portable"``. Models running the compiled op
             are not compiled with XLA (Keras's ``jit_compile`` falls back to
@@ -126,49 +116,81 @@ def svdn(width: int = 64,
 
     Returns:
         A :class:`~tfdeblur.models.DeblurModel` mapping ``[N, H, W, C]`` to
-        ``[N, H, W, C]`` (and the positions with ``return_positions``).
+        ``[N, H, W, C]``, its only output. :func:`with_positions` gives the
+        training model that also returns DCN1's sampling positions.
 
     Example:
         >>> model = tfdeblur.models.build("svdn")                     # paper size
-        >>> train = tfdeblur.models.build("svdn", width=16, return_positions=True)
-        >>> sharp, positions = train(np.zeros((2, 33, 40, 3), "float32"))
-        >>> positions.shape
-        TensorShape([2, 17, 20, 25, 2])
+        >>> model(np.zeros((2, 33, 40, 3), "float32")).shape
+        TensorShape([2, 33, 40, 3])
     """
-    width = check_int(width, "width", "svdn")
-    convs_per_rate = check_int(convs_per_rate, "convs_per_rate", "svdn")
-    kernel_size = check_int(kernel_size, "kernel_size", "svdn")
-    if offset_hidden is not None:
-        offset_hidden = check_int(offset_hidden, "offset_hidden", "svdn")
-    head_width = (max(width // 2, 1) if head_width is None
-                  else check_int(head_width, "head_width", "svdn"))
-    if not isinstance(identity_init, bool):
-        raise ValueError(f"svdn: identity_init must be True or False, got {identity_init!r}")
-    try:
-        rates = tuple(dilation_rates)
-    except TypeError:
-        rates = ()
-    if not rates or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool)
-                            and d >= 1 for d in rates):
-        raise ValueError("svdn: dilation_rates must be a non-empty sequence of integers >= 1, "
-                         f"got {dilation_rates!r}")
-    check_implementation(implementation, "svdn")
-    input_shape = check_input_shape(input_shape, "svdn")
+    v.check_tensorflow_backend("svdn")
+    width = v.check_int(width, "width", owner="svdn")
+    convs_per_rate = v.check_int(convs_per_rate, "convs_per_rate", owner="svdn")
+    kernel_size = v.check_int(kernel_size, "kernel_size", owner="svdn")
+    offset_hidden = v.check_int(offset_hidden, "offset_hidden", owner="svdn", allow_none=True)
+    head_width = v.check_int(head_width, "head_width", owner="svdn", allow_none=True)
+    if head_width is None:
+        head_width = max(width // 2, 1)
+    identity_init = v.check_bool(identity_init, "identity_init", owner="svdn")
+    rates = v.check_int_sequence(dilation_rates, "dilation_rates", owner="svdn")
+    v.check_implementation(implementation, owner="svdn")
+    input_shape = v.check_input_shape(input_shape, owner="svdn")
     channels = input_shape[-1]
 
     image = keras.Input(input_shape, name="blurry")
     x = PadToMultiple(MULTIPLE, MIN_SIZE, model_name="svdn", name="pad")(image)
-    blur, content = DilatedBackbone(width, [int(d) for d in rates], convs_per_rate,
+    blur, content = DilatedBackbone(width, list(rates), convs_per_rate,
                                     name="backbone")(x)
-    neck = FeatureDeconvolution(width, kernel_size, offset_hidden,
-                                return_positions=return_positions,
-                                implementation=implementation, name="neck")([blur, content])
-    features, positions = neck if return_positions else (neck, None)
+    # The neck also yields DCN1's sampling positions; the inference model leaves
+    # them unused (TensorFlow prunes them from its graphs) and with_positions()
+    # makes them the training model's second output.
+    features, _ = FeatureDeconvolution(width, kernel_size, offset_hidden, return_positions=True,
+                                       implementation=implementation,
+                                       name="neck")([blur, content])
     residual = ReconstructionHead(head_width, channels, zero_init=identity_init,
                                   name="head")(features)
     sharp = keras.layers.Add(name="global_skip")([x, residual])
     sharp = CropTo(name="sharp")([sharp, image])
-    if return_positions:
-        positions = TakeBatchOf(name="positions")([positions, image])
-        return DeblurModel(image, [sharp, positions], name=name)
     return DeblurModel(image, sharp, name=name)
+
+
+def with_positions(model: keras.Model) -> keras.Model:
+    """The training model of an SVDN: outputs ``[image, positions]``, sharing every layer.
+
+    ``positions`` are DCN1's sampling positions ``[N, ceil(H/2), ceil(W/2),
+    kernel_size**2, 2]`` (``(py, px)`` in feature pixels: the regular grid
+    around the output pixel + the learned offset), computed from the offsets
+    of the same forward pass (no second pass), for the optical-flow position
+    loss (:class:`~tfdeblur.losses.SVDNLoss`). Padding only adds rows/columns
+    at the bottom/right, so these are coordinates of the unpadded image's
+    half-resolution grid. The returned model holds the same variables as
+    ``model`` (training one trains the other); save and deploy ``model``.
+
+    Args:
+        model: an SVDN from :func:`svdn` (or loaded from its ``.keras`` file).
+
+    Returns:
+        A :class:`~tfdeblur.models.DeblurModel` with the name of ``model``.
+
+    Raises:
+        ValueError: ``model`` is not an SVDN whose neck yields positions.
+
+    Example:
+        >>> model = tfdeblur.models.build("svdn", width=16)
+        >>> sharp, positions = with_positions(model)(np.zeros((2, 33, 40, 3), "float32"))
+        >>> positions.shape
+        TensorShape([2, 17, 20, 25, 2])
+    """
+    try:
+        neck = model.get_layer("neck")
+    except ValueError:
+        neck = None
+    if not isinstance(neck, FeatureDeconvolution) or not neck.return_positions \
+            or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"with_positions: model must be an SVDN built by tfdeblur.models.svdn "
+                         f"(one input, one output, a 'neck' FeatureDeconvolution yielding "
+                         f"positions), got model {model.name!r}")
+    image = model.inputs[0]
+    positions = TakeBatchOf(name="positions")([neck.output[1], image])
+    return DeblurModel(image, [model.outputs[0], positions], name=model.name)

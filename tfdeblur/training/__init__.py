@@ -23,9 +23,14 @@ _EXPORTS = {
     "read_config_file": "config", "resolve_config": "config",
     "AdamL2": "optimizers", "build_optimizer": "optimizers",
     "learning_rate_schedule": "optimizers",
-    "RunFolderError": "trainer", "RunResult": "trainer", "build_model": "trainer",
-    "compile_arguments": "trainer", "fit_plan": "trainer", "prepare": "trainer",
-    "train": "trainer", "training_dataset": "trainer", "validation_datasets": "trainer",
+    "RunFolderError": "trainer", "RunResult": "trainer", "Setup": "trainer",
+    "build_model": "trainer", "compile_arguments": "trainer", "fit_plan": "trainer",
+    "make_strategy": "trainer", "prepare": "trainer", "setup": "trainer", "train": "trainer",
+    "training_dataset": "trainer", "training_model": "trainer",
+    "validation_datasets": "trainer",
+    "BestModel": "callbacks", "CSVLog": "callbacks", "ResumableCheckpoint": "callbacks",
+    "TensorBoard": "callbacks", "Validation": "callbacks", "evaluate_images": "callbacks",
+    "is_chief": "callbacks",
 }
 
 
@@ -44,6 +49,17 @@ def __dir__():
 
 __all__ = [
     "AdamL2",
+    "BestModel",
+    "CSVLog",
+    "ResumableCheckpoint",
+    "Setup",
+    "TensorBoard",
+    "Validation",
+    "evaluate_images",
+    "is_chief",
+    "make_strategy",
+    "setup",
+    "training_model",
     "CheckpointError",
     "CheckpointManager",
     "ConfigError",

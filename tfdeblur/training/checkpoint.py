@@ -12,7 +12,24 @@ verifies the zip's CRC-32 of every member before using any of it, and
 :meth:`CheckpointManager.restore` falls back to the next older checkpoint
 when the newest is damaged.
 
-Why not ``keras.callbacks.BackupAndRestore`` (Keras 3.15): it writes
+Every read and write goes through ``tf.io.gfile``, so a checkpoint folder
+may be on any filesystem TensorFlow has (``gs://``, ``s3://`` with
+tensorflow-io, ``ram://``); on a local disk the write is also flushed and
+the folder entry synced. Under a ``tf.distribute`` strategy the variables
+are read in the cross-replica context (their one synchronised value) and
+assigned to every replica on restore, so a checkpoint does not depend on the
+strategy or the number of devices it was written with.
+
+Why this format and not ``tf.train.CheckpointManager``: the ``.npz`` file
+gives the same guarantees that manager gives (strategies, gfile, newest K
+kept) in one self-describing, atomically renamed file whose every member is
+CRC-checked before any is used, and it is readable with NumPy alone. What
+``tf.train.Checkpoint`` adds, the ``tf.data`` iterator state, is not needed:
+the training stream is a pure function of the seed and the step (a resumed
+run skips the batches already used), which stays exact with any number of
+workers, where a saved iterator state is tied to one sharding. The long
+runs' checkpoints stay readable as they are. Why not
+``keras.callbacks.BackupAndRestore`` (Keras 3.15): it writes
 ``latest.weights.h5`` in place and its metadata in a second file (a kill in
 between leaves weights and epoch disagreeing), and although it records the
 batch of a mid-epoch save it restores only the epoch, restarting that epoch's
@@ -21,11 +38,13 @@ data from its first batch with mid-epoch weights.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import time
+import uuid
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -33,6 +52,7 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfdeblur.data.io import atomic_write_bytes
 
@@ -80,6 +100,58 @@ def _describe(v) -> dict:
     return {"path": v.path, "shape": list(v.shape), "dtype": str(v.dtype)}
 
 
+# --------------------------------------------------------------------------- files (tf.io.gfile)
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL of a TensorFlow filesystem (``gs://``, ``ram://``, ...)."""
+    return "://" in os.fspath(path)
+
+
+def write_file_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` (local or a TensorFlow filesystem URL) through a rename.
+
+    Locally: a temporary file in the same folder, flushed, renamed into place,
+    the folder synced. Elsewhere through ``tf.io.gfile`` (a temporary name, then
+    ``rename``, which is atomic where the filesystem makes it so).
+    """
+    path = os.fspath(path)
+    if not is_remote(path):
+        atomic_write_bytes(path, data)
+        # The rename is only durable once the folder entry is on disk.
+        try:
+            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            tf.io.gfile.remove(tmp)
+        raise
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    with tf.io.gfile.GFile(os.fspath(path), "rb") as f:
+        return f.read()
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(Exception):
+        tf.io.gfile.remove(path)
+
+
 def checkpoint_path(directory: str, step: int) -> str:
     return os.path.join(directory, f"ckpt-{step:09d}.npz")
 
@@ -104,18 +176,7 @@ def write_checkpoint(path: str, model: keras.Model, state: TrainingState) -> Non
     arrays[_META] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-    # The rename is only durable once the folder entry is on disk.
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_file_atomically(path, buf.getvalue())
 
 
 def read_checkpoint(path: str) -> tuple[dict, dict[str, list[np.ndarray]]]:
@@ -126,12 +187,17 @@ def read_checkpoint(path: str) -> tuple[dict, dict[str, list[np.ndarray]]]:
             CRC check or lacks a member.
     """
     try:
-        with zipfile.ZipFile(path) as z:
+        try:
+            content = io.BytesIO(read_file(path))
+        except tf.errors.OpError as e:
+            raise OSError(e.message) from None
+        with zipfile.ZipFile(content) as z:
             bad = z.testzip()
             if bad is not None:
                 raise CheckpointError(f"checkpoint {path} is damaged: member {bad} fails its "
                                       "CRC check")
-        with np.load(path, allow_pickle=False) as data:
+        content.seek(0)
+        with np.load(content, allow_pickle=False) as data:
             meta = json.loads(bytes(data[_META]).decode("utf-8"))
             if meta.get("format") != FORMAT_VERSION:
                 raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}, "
@@ -213,12 +279,13 @@ class CheckpointManager:
         >>> state = manager.restore(model)     # None when there is none
     """
 
-    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, create: bool = True):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be an int >= 1, got {keep!r}")
         self.directory = os.fspath(directory)
         self.keep = keep
-        os.makedirs(self.directory, exist_ok=True)
+        if create:
+            tf.io.gfile.makedirs(self.directory)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """(step, path) of the checkpoint files, newest first (temporary files excluded)."""
@@ -227,13 +294,13 @@ class CheckpointManager:
     def remove_temporary_files(self) -> list[str]:
         """Deletes leftovers of writes cut short (a killed run); call only while no run writes."""
         removed = []
-        for name in os.listdir(self.directory):
+        if not tf.io.gfile.isdir(self.directory):
+            return removed
+        for name in tf.io.gfile.listdir(self.directory):
+            name = name.rstrip("/")
             if name.startswith(".ckpt-") and name.endswith(".tmp"):
-                try:
-                    os.unlink(os.path.join(self.directory, name))
-                    removed.append(name)
-                except OSError:
-                    pass
+                _remove(os.path.join(self.directory, name))
+                removed.append(name)
         return removed
 
     def save(self, model: keras.Model, state: TrainingState) -> str:
@@ -241,10 +308,7 @@ class CheckpointManager:
         path = checkpoint_path(self.directory, state.step)
         write_checkpoint(path, model, state)
         for _, old in self.checkpoints()[self.keep:]:
-            try:
-                os.unlink(old)
-            except OSError:
-                pass
+            _remove(old)
         return path
 
     def restore(self, model: keras.Model, *, max_step: int | None = None,
@@ -277,10 +341,8 @@ class CheckpointManager:
                 warnings.warn(f"{e}; trying the previous checkpoint", stacklevel=2)
                 skipped.append(path)
                 if quarantine:
-                    try:
-                        os.replace(path, path + ".damaged")
-                    except OSError:
-                        pass
+                    with contextlib.suppress(Exception):
+                        tf.io.gfile.rename(path, path + ".damaged", overwrite=True)
                 continue
             return load_checkpoint(path, model), path
         if skipped:
@@ -292,16 +354,17 @@ class CheckpointManager:
 def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
     """(step, path) of the checkpoint files of a folder, newest first; [] without the folder."""
     directory = os.fspath(directory)
-    if not os.path.isdir(directory):
+    if not tf.io.gfile.isdir(directory):
         return []
     out = []
-    for name in os.listdir(directory):
-        m = _NAME.match(name)
+    for name in tf.io.gfile.listdir(directory):
+        m = _NAME.match(name.rstrip("/"))
         if m:
             out.append((int(m.group(1)), os.path.join(directory, name)))
     return sorted(out, reverse=True)
 
 
 __all__: Sequence[str] = ["CheckpointError", "CheckpointManager", "TrainingState",
-                          "list_checkpoints", "load_checkpoint", "load_weights",
-                          "read_checkpoint", "write_checkpoint"]
+                          "is_remote", "list_checkpoints", "load_checkpoint", "load_weights",
+                          "read_checkpoint", "read_file", "write_checkpoint",
+                          "write_file_atomically"]

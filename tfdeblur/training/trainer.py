@@ -9,7 +9,17 @@ and a run folder. The folder holds everything the run produces::
     validation_baseline.json     PSNR / SSIM of the blurry inputs themselves
     best.keras, best.json        the model with the best ``train.monitor`` so far
     final.keras                  the model after the last step
-    train.lock                   held while a process trains in the folder
+    tensorboard/                 TensorBoard events (losses, metrics, learning rate,
+                                 speed, validation images)
+    train.lock                   held while a process trains in a local folder
+
+The folder may be a local path or a URL of any filesystem TensorFlow has
+(``gs://...``): every file goes through ``tf.io.gfile``. Under
+``train.distribute`` the models are built and trained inside a
+``tf.distribute`` strategy (``mirrored``: the local devices;
+``multi_worker``: the workers of ``TF_CONFIG``, all given the same folder);
+the data sections' batch size is the global batch, split across replicas,
+and only the chief writes files.
 
 Started again with the same folder, a run continues from its newest
 complete checkpoint: weights, optimizer state (step count, Adam's moments,
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -39,12 +50,14 @@ from tfdeblur.training.callbacks import (
     CSVLog,
     ResumableCheckpoint,
     RunProgress,
+    TensorBoard,
     Validation,
     evaluate_images,
+    is_chief,
     save_model_atomically,
     write_json_atomically,
 )
-from tfdeblur.training.checkpoint import CheckpointManager, TrainingState
+from tfdeblur.training.checkpoint import CheckpointManager, TrainingState, is_remote, read_file
 from tfdeblur.training.optimizers import build_optimizer
 
 
@@ -55,12 +68,8 @@ class RunFolderError(RuntimeError):
 # --------------------------------------------------------------------------- builders
 
 
-def build_model(cfg: dict, *, for_training: bool = True) -> keras.Model:
-    """The network of ``cfg["model"]``.
-
-    For training, SVDN also returns DCN1's sampling positions when the loss
-    has a position term.
-    """
+def build_model(cfg: dict) -> keras.Model:
+    """The network of ``cfg["model"]``: the model inference loads (one output, the image)."""
     import tfdeblur.models as models
 
     args = {k: v for k, v in cfg["model"].items() if k != "name"}
@@ -68,12 +77,25 @@ def build_model(cfg: dict, *, for_training: bool = True) -> keras.Model:
         # JSON has no tuples; builders take sequences such as dilation_rates.
         if isinstance(v, list):
             args[k] = tuple(v)
-    if for_training and config_lib.position_weight(cfg):
-        args["return_positions"] = True
     try:
         return models.build(cfg["model"]["name"], **args)
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise config_lib.ConfigError(f"config section 'model': {e}") from e
+
+
+def training_model(cfg: dict, model: keras.Model) -> keras.Model:
+    """The graph ``model.fit`` trains: ``model`` itself, or, when the loss has a position
+    term, SVDN's ``[image, positions]`` model made of the same layers
+    (:func:`tfdeblur.models.svdn.with_positions`)."""
+    if not config_lib.position_weight(cfg):
+        return model
+    from tfdeblur.models.svdn import with_positions
+
+    try:
+        return with_positions(model)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"config section 'loss': a position term needs SVDN: "
+                                     f"{e}") from e
 
 
 def compile_arguments(cfg: dict) -> dict:
@@ -126,6 +148,13 @@ def training_dataset(cfg: dict, start_step: int = 0) -> tf.data.Dataset:
             ds = ds.map(lambda blurry, sharp, flow: (blurry, (sharp, flow)))
         else:
             ds = ds.map(lambda blurry, sharp, flow: (blurry, sharp))
+    policy = tf.data.experimental.AutoShardPolicy
+    if ds.options().experimental_distribute.auto_shard_policy == policy.AUTO:
+        # Under a multi-worker strategy each worker keeps its share of every global
+        # batch of the one seeded stream (a few image files cannot be split by file).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = policy.DATA
+        ds = ds.with_options(options)
     return ds
 
 
@@ -173,12 +202,26 @@ def fit_plan(start_step: int, total_steps: int, steps_per_epoch: int) -> list[tu
 # --------------------------------------------------------------------------- run folder
 
 
+# --------------------------------------------------------------------------- run folder
+
+
+def _run_path(run_dir: str | os.PathLike) -> str:
+    """A local run folder as an absolute path; a TensorFlow filesystem URL as it is."""
+    run_dir = os.fspath(run_dir)
+    return run_dir.rstrip("/") if is_remote(run_dir) else os.path.abspath(run_dir)
+
+
 @contextlib.contextmanager
 def _run_lock(run_dir: str) -> Iterator[None]:
-    """An exclusive lock on the run folder (released by the OS if the process dies)."""
+    """An exclusive lock on a local run folder (released by the OS if the process dies).
+
+    Remote filesystems have no such lock: one run per folder is then up to the user.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX
+        fcntl = None
+    if fcntl is None or is_remote(run_dir):
         yield
         return
     path = os.path.join(run_dir, "train.lock")
@@ -198,16 +241,37 @@ def _run_lock(run_dir: str) -> Iterator[None]:
 
 def _remove_temporary_files(run_dir: str) -> None:
     """Deletes what atomic writes cut short by a kill left (``.<name>.<pid>.<id>.tmp[.keras]``)."""
-    for name in os.listdir(run_dir):
+    for name in tf.io.gfile.listdir(run_dir):
+        name = name.rstrip("/")
         if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.keras")):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(run_dir, name))
+            with contextlib.suppress(Exception):
+                tf.io.gfile.remove(os.path.join(run_dir, name))
 
 
-def _settle_config(run_dir: str, cfg: dict | None) -> dict:
+def _with_new_defaults(saved: dict) -> dict:
+    """A run's saved configuration with the ``train`` keys added since it was written set to
+    their defaults (they were those values, implicitly, when it ran)."""
+    train = saved.get("train")
+    if isinstance(train, dict):
+        missing = {k: v for k, v in config_lib._TRAIN_DEFAULTS.items() if k not in train}
+        if missing:
+            saved = {**saved, "train": {**train, **missing}}
+    return saved
+
+
+def _settle_config(run_dir: str, cfg: dict | None, *, write: bool = True) -> dict:
     """The run's configuration: the saved one, checked against and updated from ``cfg``."""
     path = os.path.join(run_dir, "config.json")
-    saved = config_lib.read_config_file(path) if os.path.exists(path) else None
+    saved = None
+    if tf.io.gfile.exists(path):
+        if is_remote(path):
+            try:
+                saved = json.loads(read_file(path).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise config_lib.ConfigError(f"config file {path} is not valid JSON: {e}") from None
+        else:
+            saved = config_lib.read_config_file(path)
+        saved = _with_new_defaults(saved)
     if cfg is None:
         if saved is None:
             raise RunFolderError(f"run folder {run_dir} has no config.json: give a config")
@@ -223,9 +287,48 @@ def _settle_config(run_dir: str, cfg: dict | None) -> dict:
                 f"{', '.join(config_lib.RESUMABLE_CHANGES)}, vars and the data's "
                 f"{'/'.join(config_lib.RESUMABLE_LOCATIONS)} paths may change) or use a new "
                 "run folder")
-    if saved != cfg:
+    if saved != cfg and write:
         write_json_atomically(path, cfg)
     return cfg
+
+
+# --------------------------------------------------------------------------- distribution,
+# precision
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of ``train.distribute``.
+
+    ``"none"``: the default (one device); ``"mirrored"``:
+    ``tf.distribute.MirroredStrategy`` over this machine's GPUs (its CPU
+    without any); ``"multi_worker"``: ``tf.distribute.MultiWorkerMirroredStrategy``
+    configured from the ``TF_CONFIG`` environment variable (create it before
+    anything else runs TensorFlow ops in the process).
+    """
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise config_lib.ConfigError(
+                "config key 'train.distribute': \"multi_worker\" needs the TF_CONFIG "
+                "environment variable (the cluster and this worker's task), see "
+                "docs/training.md")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise config_lib.ConfigError(f"config key 'train.distribute': must be one of "
+                                 f"{list(config_lib.DISTRIBUTE)}, got {name!r}")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy set to ``name`` while building, restored afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 # --------------------------------------------------------------------------- training
@@ -246,6 +349,7 @@ class RunResult:
         last_logs: the logs of the last epoch (losses, metrics, validation).
         initial_validation: validation of the untrained model (fresh runs).
         input_validation: validation of the blurry inputs themselves.
+        replicas: replicas the steps ran on (all workers together).
     """
 
     run_dir: str
@@ -258,6 +362,7 @@ class RunResult:
     last_logs: dict
     initial_validation: dict
     input_validation: dict
+    replicas: int = 1
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -269,62 +374,106 @@ def _verbosity(value) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def prepare(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None = print,
-            quarantine: bool = False):
-    """Builds and compiles the model and restores the newest checkpoint of ``run_dir``.
+@dataclasses.dataclass
+class Setup:
+    """A run ready to train: what :func:`setup` builds.
 
-    Returns ``(model, manager, state, resumed_from)``; ``state`` is a fresh
-    :class:`TrainingState` when there is no checkpoint. Does not take the
-    run folder's lock (use :func:`train` to train), and leaves damaged
-    checkpoints where they are unless ``quarantine``.
+    Attributes:
+        model: the image-to-image network (what inference loads, best/final.keras).
+        train_model: the compiled graph ``fit`` trains (``model``, or SVDN's
+            ``[image, positions]`` model of the same layers).
+        manager: the run's :class:`CheckpointManager`.
+        state: the restored (or a fresh) :class:`TrainingState`.
+        resumed_from: the checkpoint restored, or None.
+        strategy: the ``tf.distribute`` strategy the models were built under.
     """
-    run_dir = os.fspath(run_dir)
+
+    model: keras.Model
+    train_model: keras.Model
+    manager: CheckpointManager
+    state: TrainingState
+    resumed_from: str | None
+    strategy: tf.distribute.Strategy
+
+
+def setup(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None = print,
+          quarantine: bool = False, strategy: tf.distribute.Strategy | None = None) -> Setup:
+    """Builds and compiles the models under ``strategy`` and the config's precision policy,
+    and restores the newest checkpoint of ``run_dir``.
+
+    Does not take the run folder's lock (use :func:`train` to train), and
+    leaves damaged checkpoints where they are unless ``quarantine``.
+    """
+    run_dir = _run_path(run_dir)
+    strategy = strategy or tf.distribute.get_strategy()
+    tcfg = cfg["train"]
     keras.utils.set_random_seed(cfg["seed"])
-    model = build_model(cfg)
-    model.compile(optimizer=build_optimizer(cfg["optimizer"]), **compile_arguments(cfg),
-                  jit_compile=cfg["train"]["jit_compile"])
-    model.optimizer.build(model.trainable_variables)
+    with strategy.scope(), dtype_policy(tcfg["mixed_precision"]):
+        model = build_model(cfg)
+        train_model = training_model(cfg, model)
+        # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer.
+        train_model.compile(optimizer=build_optimizer(cfg["optimizer"]),
+                            **compile_arguments(cfg), jit_compile=tcfg["jit_compile"])
+        train_model.optimizer.build(train_model.trainable_variables)
     manager = CheckpointManager(os.path.join(run_dir, "checkpoints"),
-                                keep=cfg["train"]["keep_checkpoints"])
-    restored = manager.restore(model, quarantine=quarantine)
+                                keep=tcfg["keep_checkpoints"])
+    restored = manager.restore(train_model, quarantine=quarantine)
     if restored is None:
-        return model, manager, TrainingState(extra={"name": cfg["name"]}), None
+        return Setup(model, train_model, manager, TrainingState(extra={"name": cfg["name"]}),
+                     None, strategy)
     state, path = restored
     if printer:
         printer(f"Resuming from {path}: step {state.step}, epoch {state.epoch}"
                 + (f", best {state.best:.4f} at step {state.best_step}"
                    if state.best is not None else ""))
-    return model, manager, state, path
+    return Setup(model, train_model, manager, state, path, strategy)
 
 
-def _save_on_interrupt(model, manager: CheckpointManager, state: TrainingState, spe: int,
-                       start_step: int, say: Callable) -> None:
+def prepare(cfg: dict, run_dir: str | os.PathLike, *, printer: Callable | None = print,
+            quarantine: bool = False):
+    """:func:`setup` as ``(train_model, manager, state, resumed_from)``; ``state`` is a
+    fresh :class:`TrainingState` when there is no checkpoint."""
+    s = setup(cfg, run_dir, printer=printer, quarantine=quarantine)
+    return s.train_model, s.manager, s.state, s.resumed_from
+
+
+def _save_on_interrupt(s: Setup, checkpointer: ResumableCheckpoint, spe: int, start_step: int,
+                       say: Callable) -> None:
     """Checkpoints the step reached when Ctrl-C or SIGTERM stops training mid-epoch.
 
-    The optimizer's step count is the truth (the interrupt may land between a
-    step and the callback that counts it). At an epoch boundary nothing is
+    The optimizer's step count decides when the interrupt landed between a
+    step and the callback that counts it. At an epoch boundary nothing is
     written: either the epoch-end checkpoint exists, or the epoch's
     validation and log row have not happened and the previous checkpoint
     replays its last steps.
     """
-    step = int(model.optimizer.iterations.numpy())
-    newest = manager.checkpoints()
+    step = checkpointer.step_reached()
+    newest = s.manager.checkpoints()
     if step <= start_step or step % spe == 0 or (newest and newest[0][0] == step):
         return
-    state.step = step
-    path = manager.save(model, state)
+    if not is_chief(s.strategy):
+        return
+    s.state.step = step
+    path = s.manager.save(s.train_model, s.state)
     say(f"interrupted at step {step}: saved {path}")
 
 
 def train(cfg: dict | None, run_dir: str | os.PathLike, *,
-          printer: Callable | None = print) -> RunResult:
+          printer: Callable | None = print,
+          strategy: tf.distribute.Strategy | None = None,
+          callbacks: list[keras.callbacks.Callback] | None = None) -> RunResult:
     """Trains (or resumes training) as ``cfg`` says, writing everything into ``run_dir``.
 
     Args:
         cfg: a resolved configuration (:func:`~tfdeblur.training.load_config`),
             or None to resume with the one saved in ``run_dir``.
-        run_dir: the run folder (created when missing).
+        run_dir: the run folder (created when missing): a local path or a
+            TensorFlow filesystem URL (``gs://bucket/run``, ``ram://run``).
+            Every worker of a multi-worker run gives the same folder.
         printer: where progress lines go (default ``print``), or None.
+        strategy: a ``tf.distribute`` strategy to train under (default: the
+            one ``train.distribute`` names).
+        callbacks: more Keras callbacks for every ``fit`` (after the run's own).
 
     Returns:
         A :class:`RunResult`.
@@ -338,74 +487,102 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
         KeyboardInterrupt: after saving a checkpoint of the step reached
             (``training/train.py`` turns SIGTERM into one too).
     """
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    os.makedirs(run_dir, exist_ok=True)
-    say = printer or (lambda *a, **k: None)
-    with _run_lock(run_dir):
-        cfg = _settle_config(run_dir, cfg)
+    run_dir = _run_path(run_dir)
+    if strategy is None:
+        # First, before other TensorFlow work: a multi-worker strategy configures the
+        # process's collective ops.
+        saved = None if cfg is not None else _saved_distribute(run_dir)
+        strategy = make_strategy((cfg["train"] if cfg is not None else saved)["distribute"])
+    chief = is_chief(strategy)
+    say = (printer or (lambda *a, **k: None)) if chief else (lambda *a, **k: None)
+    tf.io.gfile.makedirs(run_dir)
+    with _run_lock(run_dir) if chief else contextlib.nullcontext():
+        cfg = _settle_config(run_dir, cfg, write=chief)
         tcfg = cfg["train"]
         total, spe = int(tcfg["steps"]), int(tcfg["steps_per_epoch"])
         # Validation sets first: a missing folder should fail before a long model build.
         val_sets = validation_datasets(cfg)
-        model, manager, state, resumed_from = prepare(cfg, run_dir, printer=printer,
-                                                      quarantine=True)
-        manager.remove_temporary_files()
-        _remove_temporary_files(run_dir)
+        s = setup(cfg, run_dir, printer=say, quarantine=chief, strategy=strategy)
+        model, train_model, manager, state = s.model, s.train_model, s.manager, s.state
+        if chief:
+            manager.remove_temporary_files()
+            _remove_temporary_files(run_dir)
         start_step = state.step
         if start_step > total:
             raise RunFolderError(f"run folder {run_dir} is at step {start_step}, beyond "
                                  f"train.steps = {total}")
-
-        twin: list[keras.Model] = []
+        mixed = tcfg["mixed_precision"] != "float32"
+        float32_copy: list[keras.Model] = []
 
         def save_inference_model(path: str) -> None:
-            # An uncompiled copy without SVDN's position output: what inference loads.
-            if not twin:
-                twin.append(build_model(cfg, for_training=False))
-            twin[0].set_weights(model.get_weights())
-            save_model_atomically(twin[0], path)
+            # The image-to-image model; under mixed precision a float32 copy of it,
+            # so that the saved model loads and runs in float32.
+            target = model
+            if mixed:
+                if not float32_copy:
+                    with dtype_policy("float32"):
+                        float32_copy.append(build_model(cfg))
+                float32_copy[0].set_weights(model.get_weights())
+                target = float32_copy[0]
+            save_model_atomically(target, path)
 
-        validation = Validation(val_sets)
+        validation = Validation(val_sets, model=model)
         csv_log = CSVLog(os.path.join(run_dir, "log.csv"), state)
-        csv_log.set_model(model)
-        csv_log.truncate(start_step if resumed_from else -1)
-        callbacks: list[keras.callbacks.Callback] = [validation]
+        csv_log.set_model(train_model)
+        csv_log.truncate(start_step if s.resumed_from else -1)
+        run_callbacks: list[keras.callbacks.Callback] = [validation]
+        board = None
+        if tcfg["tensorboard"]:
+            board = TensorBoard(os.path.join(run_dir, "tensorboard"), images=val_sets,
+                                max_images=int(tcfg["tensorboard_images"]),
+                                batch_size=int(cfg["data"]["train"]["batch_size"]),
+                                model=model, step_offset=start_step)
+            board.set_model(train_model)
+            run_callbacks.append(board)
         if tcfg["monitor"] is not None:
-            callbacks.append(BestModel(os.path.join(run_dir, "best.keras"), tcfg["monitor"],
-                                       tcfg["monitor_mode"], state, save_inference_model))
+            run_callbacks.append(BestModel(os.path.join(run_dir, "best.keras"), tcfg["monitor"],
+                                           tcfg["monitor_mode"], state, save_inference_model))
         checkpointer = ResumableCheckpoint(
             manager, state, int(tcfg["checkpoint_every"]), spe,
             metric_values=state.metric_values if start_step % spe else None)
-        callbacks += [csv_log, checkpointer]
-        verbose = _verbosity(tcfg["verbose"])
+        run_callbacks += [csv_log, checkpointer, *(callbacks or [])]
+        verbose = _verbosity(tcfg["verbose"]) if chief else 0
         total_epochs = math.ceil(total / spe)
         if verbose:
-            callbacks.append(RunProgress(total_epochs))
+            run_callbacks.append(RunProgress(total_epochs))
 
         initial, inputs = {}, {}
-        if resumed_from is None and val_sets:
+        if s.resumed_from is None and val_sets:
             inputs = {name: evaluate_images(None, ds) for name, ds in val_sets.items()}
-            write_json_atomically(os.path.join(run_dir, "validation_baseline.json"), inputs)
+            if chief:
+                write_json_atomically(os.path.join(run_dir, "validation_baseline.json"), inputs)
             for name, r in inputs.items():
                 say(f"validation '{name}': {r['images']} images, blurry input "
                     f"PSNR {r['psnr']:.3f} dB, SSIM {r['ssim']:.4f}")
             if tcfg["validate_at_start"]:
                 initial = validation.evaluate(model)
                 csv_log.append(0, initial)
+                if board is not None:
+                    board.scalars({f"validation/{k[4:]}": v for k, v in initial.items()}, 0)
+                    board.write_images(model, 0)
+                    board.writer.flush()
                 say("untrained model: " + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
 
+        replicas = int(strategy.num_replicas_in_sync)
         say(f"training {cfg['name']}: steps {start_step} -> {total} "
-            f"({spe} per epoch, checkpoint every {tcfg['checkpoint_every']}) in {run_dir}")
+            f"({spe} per epoch, checkpoint every {tcfg['checkpoint_every']}"
+            + (f", {replicas} replicas" if replicas > 1 else "")
+            + (f", {tcfg['mixed_precision']}" if mixed else "") + f") in {run_dir}")
         last_logs: dict = {}
         try:
             for initial_epoch, epochs, steps in fit_plan(start_step, total, spe):
                 if initial_epoch * spe != state.step:
                     say(f"epoch {initial_epoch + 1}/{total_epochs}: resuming at step "
                         f"{state.step}, {steps} steps left in it")
-                history = model.fit(training_dataset(cfg, state.step),
-                                    initial_epoch=initial_epoch, epochs=epochs,
-                                    steps_per_epoch=steps, callbacks=callbacks,
-                                    verbose=verbose, shuffle=False)
+                history = train_model.fit(training_dataset(cfg, state.step),
+                                          initial_epoch=initial_epoch, epochs=epochs,
+                                          steps_per_epoch=steps, callbacks=run_callbacks,
+                                          verbose=verbose, shuffle=False)
                 if history.history:
                     last_logs = {k: float(v[-1]) for k, v in history.history.items()}
                 if checkpointer.diverged_at is not None:
@@ -415,14 +592,26 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
                         f"training stopped, newest checkpoint kept: "
                         f"{last[0][1] if last else 'none'}")
         except KeyboardInterrupt:
-            _save_on_interrupt(model, manager, state, spe, start_step, say)
+            _save_on_interrupt(s, checkpointer, spe, start_step, say)
             raise
         completed = state.step >= total
-        if completed:
+        if completed and chief:
             save_inference_model(os.path.join(run_dir, "final.keras"))
             say(f"done: step {state.step}; final model {os.path.join(run_dir, 'final.keras')}")
         return RunResult(
-            run_dir=run_dir, start_step=start_step, resumed_from=resumed_from, step=state.step,
-            total_steps=total, completed=completed,
+            run_dir=run_dir, start_step=start_step, resumed_from=s.resumed_from,
+            step=state.step, total_steps=total, completed=completed,
             best=None if state.best is None else (state.best, state.best_step),
-            last_logs=last_logs, initial_validation=initial, input_validation=inputs)
+            last_logs=last_logs, initial_validation=initial, input_validation=inputs,
+            replicas=replicas)
+
+
+def _saved_distribute(run_dir: str) -> dict:
+    """The ``train`` section of a run folder's saved configuration (defaults when absent)."""
+    path = os.path.join(run_dir, "config.json")
+    saved: dict = {}
+    if tf.io.gfile.exists(path):
+        with contextlib.suppress(ValueError, UnicodeDecodeError, tf.errors.OpError):
+            saved = json.loads(read_file(path).decode("utf-8"))
+    train = _with_new_defaults({"train": {}, **saved})["train"]
+    return train if isinstance(train, dict) else dict(config_lib._TRAIN_DEFAULTS)
