@@ -153,3 +153,8 @@ def test_committed_run_config_still_resolves_unchanged():
     resolved = resolve_config(saved)
     changed = [d for d in differences(saved, resolved) if not is_resumable_change(d[0])]
     assert changed == []
+    # A train key added since, at another value than its default, is a change.
+    assert resolved["train"]["mixed_precision"] == "float32"
+    other = {**resolved, "train": {**resolved["train"], "mixed_precision": "mixed_bfloat16"}}
+    assert [d[0] for d in differences(saved, other)
+            if not is_resumable_change(d[0])] == ["train.mixed_precision"]

@@ -605,12 +605,21 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def differences(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
-    """(key, old value, new value) of every differing leaf of two resolved configs."""
+    """(key, old value, new value) of every differing leaf of two resolved configs.
+
+    A ``train`` key missing from ``old`` (a run started before the key
+    existed) and at its default in ``new`` is no difference: the default is
+    what the older run did.
+    """
     a, b = flatten(old), flatten(new)
     missing = object()
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
+        section, _, leaf = key.partition(".")
+        if va is missing and section == "train" and leaf in _TRAIN_DEFAULTS \
+                and _TRAIN_DEFAULTS[leaf] is not None and vb == _TRAIN_DEFAULTS[leaf]:
+            continue
         if va != vb:
             out.append((key, None if va is missing else va, None if vb is missing else vb))
     return out
