@@ -30,7 +30,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tfdeblur import _tensor_checks as checks
+from tfdeblur import _validation as checks
 from tfdeblur.layers._empty_batch import pad_empty_batch
 
 __all__ = [

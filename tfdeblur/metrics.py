@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdeblur import _tensor_checks as checks
+from tfdeblur import _validation as checks
 
 __all__ = ["PSNR", "SSIM", "gaussian_window", "psnr", "rgb_to_y", "ssim"]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from tfdeblur.layers.lmfn_blocks import _check_image_shape
+from tfdeblur import _validation as v
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -49,9 +49,9 @@ class AttentionLayerFusion(keras.layers.Layer):
             raise ValueError("AttentionLayerFusion expects a non-empty list of [B, H, W, C] "
                              f"tensors, got input shape {input_shape}")
         first = input_shape[0]
-        _check_image_shape(first, "AttentionLayerFusion")
+        v.check_image_input(first, "AttentionLayerFusion", name="input 0")
         for i, shape in enumerate(input_shape[1:], start=1):
-            _check_image_shape(shape, "AttentionLayerFusion")
+            v.check_image_input(shape, "AttentionLayerFusion", name=f"input {i}")
             for axis in (1, 2, 3):
                 if None not in (shape[axis], first[axis]) and shape[axis] != first[axis]:
                     raise ValueError(f"AttentionLayerFusion: all inputs must have the same "
@@ -60,16 +60,16 @@ class AttentionLayerFusion(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        stacked = tf.concat(list(inputs), axis=-1)
-        shape = tf.shape(stacked)
-        nc = stacked.shape[-1]
+        stacked = ops.concatenate(list(inputs), axis=-1)
+        b, h, w, nc = ops.shape(stacked)
         # Rows of x are pixels, so x is F^T and F F^T = x^T x.
         # Explicit sizes, not -1: reshape cannot infer a size for an empty batch.
-        x = tf.reshape(stacked, [shape[0], shape[1] * shape[2], nc])
-        attention = tf.nn.softmax(tf.matmul(x, x, transpose_a=True), axis=-1)
-        fused = tf.matmul(x, attention, transpose_b=True)  # (A F)^T
-        out = tf.cast(self.theta, x.dtype) * fused + x
-        return tf.reshape(out, shape)
+        x = ops.reshape(stacked, (b, h * w, nc))
+        x_t = ops.transpose(x, (0, 2, 1))
+        attention = ops.softmax(ops.matmul(x_t, x), axis=-1)
+        fused = ops.matmul(x, ops.transpose(attention, (0, 2, 1)))  # (A F)^T
+        out = ops.cast(self.theta, x.dtype) * fused + x
+        return ops.reshape(out, (b, h, w, nc))
 
     def compute_output_shape(self, input_shape):
         first = input_shape[0]
@@ -110,7 +110,7 @@ class AttentionChannelFusion(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        _check_image_shape(input_shape, "AttentionChannelFusion")
+        v.check_image_input(input_shape, "AttentionChannelFusion")
         self.spatial_kernel = self.add_weight(name="spatial_kernel", shape=(1, 3, 3, 1, 1),
                                               initializer="glorot_uniform")
         self.spatial_bias = self.add_weight(name="spatial_bias", shape=(), initializer="zeros")
@@ -124,15 +124,16 @@ class AttentionChannelFusion(keras.layers.Layer):
         dtype = inputs.dtype
         channels = inputs.shape[-1]
         # A kernel shared by all channels is a depthwise conv with the kernel tiled.
-        k = tf.cast(tf.reshape(self.spatial_kernel, [3, 3, 1, 1]), dtype)
-        y = tf.nn.depthwise_conv2d(inputs, tf.tile(k, [1, 1, channels, 1]), [1, 1, 1, 1],
-                                   "SAME") + tf.cast(self.spatial_bias, dtype)
+        k = ops.cast(ops.reshape(self.spatial_kernel, (3, 3, 1, 1)), dtype)
+        y = ops.depthwise_conv(inputs, ops.tile(k, (1, 1, channels, 1)), strides=1,
+                               padding="same", data_format="channels_last")
+        y = y + ops.cast(self.spatial_bias, dtype)
         # Cross-correlation along channels: out[c] = sum_d w[d] * y[c + d - 1].
-        w = tf.cast(tf.reshape(self.channel_kernel, [3]), dtype)
-        padded = tf.pad(y, [[0, 0], [0, 0], [0, 0], [1, 1]])
+        w = ops.cast(ops.reshape(self.channel_kernel, (3,)), dtype)
+        padded = ops.pad(y, ((0, 0), (0, 0), (0, 0), (1, 1)))
         z = (w[0] * padded[..., :channels] + w[1] * y + w[2] * padded[..., 2:]
-             + tf.cast(self.channel_bias, dtype))
-        return inputs + tf.cast(self.alpha, dtype) * tf.sigmoid(z) * inputs
+             + ops.cast(self.channel_bias, dtype))
+        return inputs + ops.cast(self.alpha, dtype) * ops.sigmoid(z) * inputs
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

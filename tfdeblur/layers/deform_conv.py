@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfdeblur import _validation as v
 from tfdeblur.ops._loader import resolve_implementation
 from tfdeblur.ops.deform_conv import (
     _Geometry,
-    _pair,
     deform_conv_sampling_positions,
     modulated_deform_conv2d,
     normalize_padding,
@@ -111,35 +111,26 @@ class ModulatedDeformConv2D(keras.layers.Layer):
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
-            raise ValueError(f"filters must be a positive int, got {filters!r}")
-        if offset_mode not in OFFSET_MODES:
-            raise ValueError(f"offset_mode must be one of {OFFSET_MODES}, got {offset_mode!r}")
-        if implementation not in ("auto", "compiled", "portable"):
-            raise ValueError("implementation must be 'auto', 'compiled' or 'portable', "
-                             f"got {implementation!r}")
-        self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.strides = _pair(strides, "strides", 1)
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate", 1)
+        owner = "ModulatedDeformConv2D"
+        v.check_tensorflow_backend(owner)
+        self.filters = v.check_int(filters, "filters", owner=owner)
+        self.offset_mode = v.check_choice(offset_mode, OFFSET_MODES, "offset_mode", owner=owner)
+        implementation = v.check_implementation(implementation, owner=owner)
+        self.kernel_size = v.standardize_tuple(kernel_size, 2, "kernel_size", owner=owner)
+        self.strides = v.standardize_tuple(strides, 2, "strides", owner=owner)
+        self.dilation_rate = v.standardize_tuple(dilation_rate, 2, "dilation_rate", owner=owner)
         normalize_padding(padding)  # validates early, keeps the user's form for get_config
         self.padding = padding.lower() if isinstance(padding, str) else padding
-        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or \
-                filters % groups:
-            raise ValueError(f"groups must be a positive int dividing filters ({filters}), "
+        self.groups = v.check_int(groups, "groups", owner=owner)
+        if self.filters % self.groups:
+            raise ValueError(f"{owner}: groups must divide filters ({self.filters}), "
                              f"got {groups!r}")
-        if not isinstance(deformable_groups, int) or isinstance(deformable_groups, bool) or \
-                deformable_groups < 1:
-            raise ValueError(f"deformable_groups must be a positive int, got "
-                             f"{deformable_groups!r}")
-        self.groups = groups
-        self.deformable_groups = deformable_groups
+        self.deformable_groups = v.check_int(deformable_groups, "deformable_groups", owner=owner)
         # XLA cannot compile the custom op; Keras's jit_compile="auto" (XLA on
         # GPUs) then falls back to graph mode for models containing this layer.
         self.supports_jit = resolve_implementation(implementation) == "portable"
-        self.use_bias = bool(use_bias)
-        self.offset_mode = offset_mode
-        self.return_positions = bool(return_positions)
+        self.use_bias = v.check_bool(use_bias, "use_bias", owner=owner)
+        self.return_positions = v.check_bool(return_positions, "return_positions", owner=owner)
         self.implementation = implementation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -171,12 +162,7 @@ class ModulatedDeformConv2D(keras.layers.Layer):
         return tuple(input_shape)
 
     def build(self, input_shape):
-        x_shape = self._x_shape(input_shape)
-        if len(x_shape) != 4:
-            raise ValueError(f"ModulatedDeformConv2D: x must be [N, H, W, C], got {x_shape}")
-        cin = x_shape[-1]
-        if cin is None:
-            raise ValueError("ModulatedDeformConv2D: the channel dimension of x must be known")
+        cin = v.check_image_input(self._x_shape(input_shape), "ModulatedDeformConv2D", name="x")
         if cin % self.groups:
             raise ValueError(f"groups ({self.groups}) must divide the input channels ({cin})")
         if cin % self.deformable_groups:

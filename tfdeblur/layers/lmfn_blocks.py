@@ -7,32 +7,25 @@ The attention and distillation parts of LMFN live in ``rfdb.py`` and
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
+
+from tfdeblur import _validation as v
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+def resize_bilinear(x, size):
+    """``x`` ``[N, h, w, C]`` resized to ``size = (H, W)``, bilinear with half-pixel centres.
 
+    PyTorch's ``align_corners=False``. ``keras.ops.image.resize`` on every
+    backend; sizes known only at run time (a TensorFlow graph for any image
+    size, which no other backend has) go to ``tf.image.resize``, the op
+    Keras's TensorFlow backend calls, because Keras checks the size in Python.
+    """
+    h, w = size
+    if v.is_int(h) and v.is_int(w):
+        return ops.image.resize(x, (h, w), interpolation="bilinear", data_format="channels_last")
+    import tensorflow as tf
 
-def _kernel_size(value, name: str = "kernel_size") -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in value)):
-        raise ValueError(f"{name} must be a positive integer or a pair of them, got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def _check_image_shape(input_shape, layer: str) -> int:
-    """Checks ``[N, H, W, C]`` with known C and returns C."""
-    if len(input_shape) != 4:
-        raise ValueError(f"{layer} expects a rank-4 [N, H, W, C] input, got shape {input_shape}")
-    if input_shape[-1] is None:
-        raise ValueError(f"{layer} needs the channel dimension of its input to be known, "
-                         f"got shape {input_shape}")
-    return int(input_shape[-1])
+    return tf.image.resize(x, [h, w], method="bilinear")
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -65,11 +58,11 @@ class DownBlock(keras.layers.Layer):
 
     def __init__(self, filters: int, negative_slope: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int(filters, "filters")
-        self.negative_slope = float(negative_slope)
+        self.filters = v.check_int(filters, "filters", owner="DownBlock")
+        self.negative_slope = v.check_number(negative_slope, "negative_slope", owner="DownBlock")
 
     def build(self, input_shape):
-        _check_image_shape(input_shape, "DownBlock")
+        v.check_image_input(input_shape, "DownBlock")
         self.conv_down = keras.layers.Conv2D(self.filters, 3, strides=2, padding="same",
                                              dtype=self.dtype_policy, name="conv_down")
         self.conv_down.build(input_shape)
@@ -79,8 +72,8 @@ class DownBlock(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        x = tf.nn.leaky_relu(self.conv_down(inputs), alpha=self.negative_slope)
-        return tf.nn.leaky_relu(self.conv(x), alpha=self.negative_slope)
+        x = ops.leaky_relu(self.conv_down(inputs), negative_slope=self.negative_slope)
+        return ops.leaky_relu(self.conv(x), negative_slope=self.negative_slope)
 
     def compute_output_shape(self, input_shape):
         def half(n):
@@ -120,10 +113,11 @@ class ResidualBlock(keras.layers.Layer):
 
     def __init__(self, kernel_size: int | tuple[int, int] = 3, **kwargs):
         super().__init__(**kwargs)
-        self.kernel_size = _kernel_size(kernel_size)
+        self.kernel_size = v.standardize_tuple(kernel_size, 2, "kernel_size",
+                                               owner="ResidualBlock")
 
     def build(self, input_shape):
-        channels = _check_image_shape(input_shape, "ResidualBlock")
+        channels = v.check_image_input(input_shape, "ResidualBlock")
         self.conv1 = keras.layers.Conv2D(channels, self.kernel_size, padding="same",
                                          dtype=self.dtype_policy, name="conv1")
         self.conv1.build(input_shape)
@@ -133,7 +127,7 @@ class ResidualBlock(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        return inputs + self.conv2(tf.nn.relu(self.conv1(inputs)))
+        return inputs + self.conv2(ops.relu(self.conv1(inputs)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -146,7 +140,7 @@ class ResidualBlock(keras.layers.Layer):
 class PixelShuffle(keras.layers.Layer):
     """Sub-pixel up-sampling: moves ``scale**2`` channel groups into space.
 
-    ``tf.nn.depth_to_space`` as a layer (Shi et al., CVPR 2016), used by LMFN's
+    ``keras.ops.depth_to_space`` as a layer (Shi et al., CVPR 2016), used by LMFN's
     reconstruction in the way of RFDN's up-sampler (Liu et al. 2020): a
     convolution to ``3 * scale**2`` channels, then this layer. The channel
     order is TensorFlow's: output pixel ``(scale*i + a, scale*j + b)``, channel
@@ -170,17 +164,17 @@ class PixelShuffle(keras.layers.Layer):
 
     def __init__(self, scale: int = 2, **kwargs):
         super().__init__(**kwargs)
-        self.scale = _positive_int(scale, "scale")
+        self.scale = v.check_int(scale, "scale", owner="PixelShuffle")
 
     def build(self, input_shape):
-        channels = _check_image_shape(input_shape, "PixelShuffle")
+        channels = v.check_image_input(input_shape, "PixelShuffle")
         if channels % (self.scale ** 2):
             raise ValueError(f"PixelShuffle: input channels must be divisible by scale**2 = "
                              f"{self.scale ** 2}, got {channels}")
         super().build(input_shape)
 
     def call(self, inputs):
-        return tf.nn.depth_to_space(inputs, self.scale)
+        return ops.depth_to_space(inputs, self.scale)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -223,8 +217,8 @@ class UpsampleAdd(keras.layers.Layer):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
             raise ValueError(f"UpsampleAdd expects a list [small, large], got {input_shape}")
         small, large = input_shape
-        cs = _check_image_shape(small, "UpsampleAdd")
-        cl = _check_image_shape(large, "UpsampleAdd")
+        cs = v.check_image_input(small, "UpsampleAdd", name="small")
+        cl = v.check_image_input(large, "UpsampleAdd", name="large")
         if cs != cl:
             raise ValueError(f"UpsampleAdd: both inputs must have the same channels, got {cs} "
                              f"(small) and {cl} (large)")
@@ -232,13 +226,8 @@ class UpsampleAdd(keras.layers.Layer):
 
     def call(self, inputs):
         small, large = inputs
-        h, w = large.shape[1], large.shape[2]
-        if h is None or w is None:
-            shape = tf.shape(large)
-            h = shape[1] if h is None else h
-            w = shape[2] if w is None else w
-        up = tf.image.resize(small, [h, w], method="bilinear")
-        return large + tf.cast(up, large.dtype)
+        _, h, w, _ = ops.shape(large)
+        return large + ops.cast(resize_bilinear(small, (h, w)), large.dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[1])

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from tfdeblur.layers.lmfn_blocks import _check_image_shape, _positive_int
+from tfdeblur import _validation as v
+from tfdeblur.layers.lmfn_blocks import resize_bilinear
 
 # ESA's pooling (Liu et al.'s RFDN): a valid 3x3 stride-2 conv, then a valid
 # 7x7 stride-3 max-pool, which needs (H - 3) // 2 + 1 >= 7.
 _ESA_POOL = 7
 _ESA_POOL_STRIDE = 3
 ESA_MIN_SIZE = 15
-
-
-def _static_or_dynamic_hw(x: tf.Tensor):
-    h, w = x.shape[1], x.shape[2]
-    if h is not None and w is not None:
-        return [h, w]
-    shape = tf.shape(x)
-    return [shape[1] if h is None else h, shape[2] if w is None else w]
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -59,10 +52,10 @@ class EnhancedSpatialAttention(keras.layers.Layer):
 
     def __init__(self, channels: int, **kwargs):
         super().__init__(**kwargs)
-        self.channels = _positive_int(channels, "channels")
+        self.channels = v.check_int(channels, "channels", owner="EnhancedSpatialAttention")
 
     def build(self, input_shape):
-        in_channels = _check_image_shape(input_shape, "EnhancedSpatialAttention")
+        in_channels = v.check_image_input(input_shape, "EnhancedSpatialAttention")
         f = self.channels
         policy = self.dtype_policy
         conv = lambda filters, k, name, **kw: keras.layers.Conv2D(filters, k, dtype=policy,
@@ -82,31 +75,35 @@ class EnhancedSpatialAttention(keras.layers.Layer):
             layer.build(reduced)
         super().build(input_shape)
 
-    def _size_checks(self, x: tf.Tensor) -> list:
+    def _check_size(self, x):
+        """``x``, its height and width checked against ESA_MIN_SIZE (at run time if unknown)."""
         for axis, side in ((1, "height"), (2, "width")):
             n = x.shape[axis]
             if n is not None and n < ESA_MIN_SIZE:
                 raise ValueError(f"EnhancedSpatialAttention: input {side} must be at least "
                                  f"{ESA_MIN_SIZE}, got {n} (input shape {tuple(x.shape)})")
         if x.shape[1] is not None and x.shape[2] is not None:
-            return []
+            return x
+        # Unknown sizes exist only in TensorFlow graphs.
+        import tensorflow as tf
+
         shape = tf.shape(x)
-        return [tf.debugging.assert_greater_equal(
+        return v.with_dependencies(x, [tf.debugging.assert_greater_equal(
             tf.minimum(shape[1], shape[2]), ESA_MIN_SIZE,
             message=f"EnhancedSpatialAttention: input height and width must be at least "
-                    f"{ESA_MIN_SIZE}")]
+                    f"{ESA_MIN_SIZE}")])
 
     def call(self, inputs):
-        with tf.control_dependencies(self._size_checks(inputs)):
-            c1_ = self.conv1(inputs)
+        c1_ = self.conv1(self._check_size(inputs))
         c1 = self.conv2(c1_)
-        v_max = tf.nn.max_pool2d(c1, _ESA_POOL, _ESA_POOL_STRIDE, "VALID")
-        v_range = tf.nn.relu(self.conv_max(v_max))
-        c3 = tf.nn.relu(self.conv3(v_range))
+        v_max = ops.max_pool(c1, _ESA_POOL, _ESA_POOL_STRIDE, "valid",
+                             data_format="channels_last")
+        v_range = ops.relu(self.conv_max(v_max))
+        c3 = ops.relu(self.conv3(v_range))
         c3 = self.conv3_(c3)
-        c3 = tf.image.resize(c3, _static_or_dynamic_hw(inputs), method="bilinear")
-        c3 = tf.cast(c3, c1_.dtype)
-        mask = tf.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+        _, h, w, _ = ops.shape(inputs)
+        c3 = ops.cast(resize_bilinear(c3, (h, w)), c1_.dtype)
+        mask = ops.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
         return inputs * mask
 
     def compute_output_shape(self, input_shape):
@@ -155,16 +152,17 @@ class ResidualFeatureDistillationBlock(keras.layers.Layer):
                  attention_channels: int | None = None, negative_slope: float = 0.05,
                  **kwargs):
         super().__init__(**kwargs)
-        self.distilled_channels = (None if distilled_channels is None
-                                   else _positive_int(distilled_channels, "distilled_channels"))
-        self.attention_channels = (None if attention_channels is None
-                                   else _positive_int(attention_channels, "attention_channels"))
-        if not 0.0 <= negative_slope <= 1.0:
-            raise ValueError(f"negative_slope must be in [0, 1], got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        owner = "ResidualFeatureDistillationBlock"
+        self.distilled_channels = v.check_int(distilled_channels, "distilled_channels",
+                                              owner=owner, allow_none=True)
+        self.attention_channels = v.check_int(attention_channels, "attention_channels",
+                                              owner=owner, allow_none=True)
+        # max(t, a t) below is LeakyReLU only for 0 <= a <= 1.
+        self.negative_slope = v.check_number(negative_slope, "negative_slope", minimum=0.0,
+                                             maximum=1.0, owner=owner)
 
     def build(self, input_shape):
-        c = _check_image_shape(input_shape, "ResidualFeatureDistillationBlock")
+        c = v.check_image_input(input_shape, "ResidualFeatureDistillationBlock")
         dc = self.distilled_channels or c // 2
         f = self.attention_channels or c // 4
         if dc < 1 or f < 1:
@@ -188,11 +186,11 @@ class ResidualFeatureDistillationBlock(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        # Not tf.nn.leaky_relu: in graphs, TensorFlow 2.21's oneDNN remapper fuses
+        # Not ops.leaky_relu: in graphs, TensorFlow 2.21's oneDNN remapper fuses
         # conv + bias + add + LeakyRelu (the shallow residual blocks) into one op
         # that ignores alpha and uses 0.2, so tf.function and eager results
         # differ. max(t, a t) is the same function for 0 <= a <= 1 and is not fused.
-        act = lambda t: tf.maximum(t, self.negative_slope * t)
+        act = lambda t: ops.maximum(t, self.negative_slope * t)
         distilled = []
         r = inputs
         for conv_d, conv_r in ((self.c1_d, self.c1_r), (self.c2_d, self.c2_r),
@@ -200,7 +198,7 @@ class ResidualFeatureDistillationBlock(keras.layers.Layer):
             distilled.append(act(conv_d(r)))
             r = act(conv_r(r) + r)
         distilled.append(act(self.c4(r)))
-        return self.esa(self.c5(tf.concat(distilled, axis=-1)))
+        return self.esa(self.c5(ops.concatenate(distilled, axis=-1)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfdeblur import _validation as v
 from tfdeblur.ops._loader import resolve_implementation
 from tfdeblur.ops.gated_recurrence import spatial_rnn
 
@@ -38,10 +39,8 @@ class SpatialRNN(keras.layers.Layer):
 
     def __init__(self, implementation: str = "auto", **kwargs):
         super().__init__(**kwargs)
-        if implementation not in ("auto", "compiled", "portable"):
-            raise ValueError("implementation must be 'auto', 'compiled' or 'portable', "
-                             f"got {implementation!r}")
-        self.implementation = implementation
+        v.check_tensorflow_backend("SpatialRNN")
+        self.implementation = v.check_implementation(implementation, owner="SpatialRNN")
         # XLA cannot compile the custom op; Keras's jit_compile="auto" (XLA on
         # GPUs) then falls back to graph mode for models containing this layer.
         self.supports_jit = resolve_implementation(implementation) == "portable"

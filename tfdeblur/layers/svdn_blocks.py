@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfdeblur import _validation as v
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.deform_conv import ModulatedDeformConv2D
 from tfdeblur.ops._loader import resolve_implementation
@@ -73,15 +74,11 @@ class DilatedBackbone(keras.layers.Layer):
     def __init__(self, width: int = 64, dilation_rates=(1, 2, 4), convs_per_rate: int = 1,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        rates = tuple(int(d) for d in dilation_rates)
-        if int(width) < 1 or int(convs_per_rate) < 1 or not rates or min(rates) < 1:
-            raise ValueError("DilatedBackbone: width and convs_per_rate must be >= 1 and "
-                             "dilation_rates a non-empty list of ints >= 1, got "
-                             f"width={width}, convs_per_rate={convs_per_rate}, "
-                             f"dilation_rates={dilation_rates}")
-        self.width = int(width)
-        self.dilation_rates = rates
-        self.convs_per_rate = int(convs_per_rate)
+        owner = "DilatedBackbone"
+        v.check_tensorflow_backend(owner)
+        self.width = v.check_int(width, "width", owner=owner)
+        self.dilation_rates = v.check_int_sequence(dilation_rates, "dilation_rates", owner=owner)
+        self.convs_per_rate = v.check_int(convs_per_rate, "convs_per_rate", owner=owner)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _conv(self, name, filters, strides=1, dilation=1):
@@ -91,9 +88,7 @@ class DilatedBackbone(keras.layers.Layer):
                                    dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError("DilatedBackbone: input must be [N, H, W, C] with known C, "
-                             f"got shape {tuple(input_shape)}")
+        v.check_image_input(input_shape, "DilatedBackbone")
         w = self.width
         self.conv_in = self._conv("conv_in", w)
         self.conv_in.build((None, None, None, input_shape[-1]))
@@ -197,20 +192,14 @@ class FeatureDeconvolution(keras.layers.Layer):
                  return_positions: bool = False, implementation: str = "auto",
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if int(filters) < 1 or int(kernel_size) < 1:
-            raise ValueError("FeatureDeconvolution: filters and kernel_size must be >= 1, got "
-                             f"filters={filters}, kernel_size={kernel_size}")
-        if offset_hidden is not None and int(offset_hidden) < 1:
-            raise ValueError(f"FeatureDeconvolution: offset_hidden must be >= 1 or None, "
-                             f"got {offset_hidden}")
-        if implementation not in ("auto", "compiled", "portable"):
-            raise ValueError("implementation must be 'auto', 'compiled' or 'portable', "
-                             f"got {implementation!r}")
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
-        self.offset_hidden = None if offset_hidden is None else int(offset_hidden)
-        self.return_positions = bool(return_positions)
-        self.implementation = implementation
+        owner = "FeatureDeconvolution"
+        v.check_tensorflow_backend(owner)
+        self.filters = v.check_int(filters, "filters", owner=owner)
+        self.kernel_size = v.check_int(kernel_size, "kernel_size", owner=owner)
+        self.offset_hidden = v.check_int(offset_hidden, "offset_hidden", owner=owner,
+                                         allow_none=True)
+        self.return_positions = v.check_bool(return_positions, "return_positions", owner=owner)
+        self.implementation = v.check_implementation(implementation, owner=owner)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # XLA cannot compile the compiled op, and Keras's jit_compile="auto" picks
         # XLA on GPUs for models whose layers all allow it.
@@ -240,9 +229,8 @@ class FeatureDeconvolution(keras.layers.Layer):
             raise ValueError("FeatureDeconvolution expects a list [blur_feature, "
                              f"content_feature], got input shape {input_shape}")
         blur, content = (tuple(s) for s in input_shape)
-        if len(blur) != 4 or len(content) != 4 or blur[-1] is None or content[-1] is None:
-            raise ValueError("FeatureDeconvolution: blur and content features must be "
-                             f"[N, h, w, C] with known C, got shapes {blur} and {content}")
+        v.check_image_input(blur, "FeatureDeconvolution", name="blur_feature")
+        v.check_image_input(content, "FeatureDeconvolution", name="content_feature")
         ow = 3 * self.taps
         hidden = self.offset_hidden or ow
         k2 = self.taps
@@ -336,21 +324,15 @@ class ReconstructionHead(keras.layers.Layer):
     def __init__(self, filters: int = 32, out_channels: int = 3,
                  kernel_initializer="glorot_uniform", zero_init: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if int(filters) < 1 or int(out_channels) < 1:
-            raise ValueError("ReconstructionHead: filters and out_channels must be >= 1, got "
-                             f"filters={filters}, out_channels={out_channels}")
-        if not isinstance(zero_init, bool):
-            raise ValueError(f"ReconstructionHead: zero_init must be True or False, got "
-                             f"{zero_init!r}")
-        self.filters = int(filters)
-        self.out_channels = int(out_channels)
+        owner = "ReconstructionHead"
+        v.check_tensorflow_backend(owner)
+        self.filters = v.check_int(filters, "filters", owner=owner)
+        self.out_channels = v.check_int(out_channels, "out_channels", owner=owner)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.zero_init = zero_init
+        self.zero_init = v.check_bool(zero_init, "zero_init", owner=owner)
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError("ReconstructionHead: input must be [N, h, w, C] with known C, "
-                             f"got shape {tuple(input_shape)}")
+        v.check_image_input(input_shape, "ReconstructionHead")
         self.upsample = keras.layers.Conv2DTranspose(
             self.filters, 4, strides=2, padding="same", name="upsample",
             kernel_initializer=_initializer(self.kernel_initializer), dtype=self.dtype_policy)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfdeblur import _validation as v
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.spatial_rnn import SpatialRNN
 from tfdeblur.ops._loader import resolve_implementation
@@ -76,6 +77,10 @@ class BilinearUpsampling2x(keras.layers.Layer):
         TensorShape([1, 6, 10, 8])
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        v.check_tensorflow_backend("BilinearUpsampling2x")
+
     def call(self, x):
         return _upsample2x(_upsample2x(x, 1), 2)
 
@@ -83,14 +88,6 @@ class BilinearUpsampling2x(keras.layers.Layer):
         def up(n):
             return None if n is None else 2 * n
         return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
-
-
-def _check_image_input(input_shape, layer: str, channels: int | None = None) -> None:
-    if len(input_shape) != 4:
-        raise ValueError(f"{layer}: input must be a rank-4 [N, H, W, C] tensor, "
-                         f"got shape {tuple(input_shape)}")
-    if channels is not None and input_shape[-1] is not None and input_shape[-1] != channels:
-        raise ValueError(f"{layer}: input must have {channels} channels, got {input_shape[-1]}")
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -136,11 +133,10 @@ class WeightGenerationNetwork(keras.layers.Layer):
     def __init__(self, width: int = 64, gate_channels: int = 512,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if int(width) < 1 or int(gate_channels) < 1:
-            raise ValueError("WeightGenerationNetwork: width and gate_channels must be >= 1, "
-                             f"got width={width}, gate_channels={gate_channels}")
-        self.width = int(width)
-        self.gate_channels = int(gate_channels)
+        owner = "WeightGenerationNetwork"
+        v.check_tensorflow_backend(owner)
+        self.width = v.check_int(width, "width", owner=owner)
+        self.gate_channels = v.check_int(gate_channels, "gate_channels", owner=owner)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _conv(self, name: str, filters: int, activation: str) -> keras.layers.Conv2D:
@@ -151,7 +147,7 @@ class WeightGenerationNetwork(keras.layers.Layer):
             dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        _check_image_input(input_shape, "WeightGenerationNetwork")
+        v.check_image_input(input_shape, "WeightGenerationNetwork", known_channels=False)
         w = self.width
         shape = (None, None, None, input_shape[-1])
         for name, mult, _ in _ENCODER:
@@ -240,16 +236,12 @@ class RNNDeconvolution(keras.layers.Layer):
     def __init__(self, filters: int = 32, num_rnns: int = 4, negative_slope: float = 0.1,
                  implementation: str = "auto", kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if int(filters) < 1 or int(num_rnns) < 1:
-            raise ValueError("RNNDeconvolution: filters and num_rnns must be >= 1, "
-                             f"got filters={filters}, num_rnns={num_rnns}")
-        if implementation not in ("auto", "compiled", "portable"):
-            raise ValueError("implementation must be 'auto', 'compiled' or 'portable', "
-                             f"got {implementation!r}")
-        self.filters = int(filters)
-        self.num_rnns = int(num_rnns)
-        self.negative_slope = float(negative_slope)
-        self.implementation = implementation
+        owner = "RNNDeconvolution"
+        v.check_tensorflow_backend(owner)
+        self.filters = v.check_int(filters, "filters", owner=owner)
+        self.num_rnns = v.check_int(num_rnns, "num_rnns", owner=owner)
+        self.negative_slope = v.check_number(negative_slope, "negative_slope", owner=owner)
+        self.implementation = v.check_implementation(implementation, owner=owner)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # XLA cannot compile the compiled op, and Keras's jit_compile="auto" picks
         # XLA on GPUs for models whose layers all allow it.
@@ -265,11 +257,8 @@ class RNNDeconvolution(keras.layers.Layer):
             raise ValueError("RNNDeconvolution expects a list [features, gates], "
                              f"got input shape {input_shape}")
         feat, gates = (tuple(s) for s in input_shape)
-        if len(feat) != 4 or len(gates) != 4:
-            raise ValueError("RNNDeconvolution: features and gates must be rank-4 [N, H, W, C], "
-                             f"got shapes {feat} and {gates}")
-        if feat[-1] is None:
-            raise ValueError("RNNDeconvolution: the channel count of features must be known")
+        v.check_image_input(feat, "RNNDeconvolution", name="features")
+        v.check_image_input(gates, "RNNDeconvolution", name="gates", known_channels=False)
         expected = self.gate_channels(feat[-1])
         if gates[-1] is not None and gates[-1] != expected:
             raise ValueError(

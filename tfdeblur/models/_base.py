@@ -1,40 +1,8 @@
-"""What the three networks share: the model class with checked input, argument checks."""
+"""The model class the three networks share: a functional model that checks its input."""
 
 from __future__ import annotations
 
-import numbers
-
 import keras
-
-from tfdeblur.ops._loader import IMPLEMENTATIONS
-
-
-def check_int(value, name: str, model: str, minimum: int = 1) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` (bools and floats rejected)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{model}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_implementation(implementation, model: str) -> str:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"{model}: implementation must be one of {IMPLEMENTATIONS}, "
-                         f"got {implementation!r}")
-    return implementation
-
-
-def check_input_shape(input_shape, model: str) -> tuple:
-    """``(H, W, C)`` with ``C`` a known positive int and ``H, W`` None or positive ints."""
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    if shape is None or len(shape) != 3 or not all(
-            d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
-            for d in shape) or shape[-1] is None:
-        raise ValueError(f"{model}: input_shape must be (H, W, C) with C a known channel count "
-                         f"and H, W positive ints or None, got {input_shape!r}")
-    return shape
 
 
 def _describe(x) -> str:

@@ -1,9 +1,16 @@
-"""Pad-to-multiple and crop-back, so every network accepts any image size."""
+"""Pad-to-multiple and crop-back, so every network accepts any image size.
+
+Written with ``keras.ops``, so they run on every Keras backend (LMFN does);
+the run-time checks for sizes and values only known while a TensorFlow graph
+runs are TensorFlow's.
+"""
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
+
+from tfdeblur import _validation as v
 
 
 def check_min_size(x, min_size: int, model: str) -> None:
@@ -19,19 +26,17 @@ def check_min_size(x, min_size: int, model: str) -> None:
                              f"got {n} (input shape {shape})")
 
 
-def _reflect_pad_end(x: tf.Tensor, pad, axis: int) -> tf.Tensor:
+def _reflect_pad_end(x, pad, axis: int):
     """Reflect-pads ``pad`` (< side) entries after the end of ``axis``.
 
-    Written with slices rather than ``tf.pad(mode="REFLECT")``, whose kernel
-    rejects an empty batch (it requires every padding, even 0, to be smaller
-    than its dimension).
+    Written with slices rather than ``ops.pad(mode="reflect")``, whose
+    TensorFlow kernel rejects an empty batch (it requires every padding, even
+    0, to be smaller than its dimension).
     """
-    n = tf.shape(x)[axis]
-    begin = [0, 0, 0, 0]
-    size = [-1, -1, -1, -1]
-    begin[axis] = n - 1 - pad
-    size[axis] = pad
-    return tf.concat([x, tf.reverse(tf.slice(x, begin, size), [axis])], axis=axis)
+    n = ops.shape(x)[axis]
+    index = [slice(None)] * 4
+    index[axis] = slice(n - 1 - pad, n - 1)
+    return ops.concatenate([x, ops.flip(x[tuple(index)], axis=axis)], axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -50,8 +55,8 @@ class PadToMultiple(keras.layers.Layer):
       run time too when the traced shape leaves it open);
     - NaN or Inf values raise an InvalidArgumentError naming the input
       (``tf.debugging.check_numerics``, one pass over the image). XLA
-      (``jit_compile=True``) drops run-time checks, so there non-finite
-      values propagate to the output.
+      (``jit_compile=True``) drops run-time checks, and Keras's other
+      backends have none, so there non-finite values propagate to the output.
 
     An empty batch (``N = 0``) gets one zero image appended: TensorFlow's
     oneDNN convolutions return a wrongly shaped result for an empty batch, so
@@ -69,16 +74,17 @@ class PadToMultiple(keras.layers.Layer):
 
     Example:
         >>> pad = PadToMultiple(8, 8, model_name="svrnn")
-        >>> pad(tf.zeros([2, 9, 16, 3])).shape
-        TensorShape([2, 16, 16, 3])
+        >>> pad(np.zeros([2, 9, 16, 3], "float32")).shape
+        (2, 16, 16, 3)
     """
 
     def __init__(self, multiple: int, min_size: int, model_name: str = "model", **kwargs):
         super().__init__(**kwargs)
-        if multiple < 1 or min_size < 1:
-            raise ValueError(f"multiple and min_size must be >= 1, got {multiple}, {min_size}")
-        self.multiple = int(multiple)
-        self.min_size = int(max(min_size, multiple))
+        self.multiple = v.check_int(multiple, "multiple", owner="PadToMultiple")
+        self.min_size = max(v.check_int(min_size, "min_size", owner="PadToMultiple"),
+                            self.multiple)
+        if not isinstance(model_name, str):
+            raise ValueError(f"PadToMultiple: model_name must be a string, got {model_name!r}")
         self.model_name = model_name
 
     def build(self, input_shape):
@@ -93,12 +99,36 @@ class PadToMultiple(keras.layers.Layer):
         if channels is not None and x.shape[-1] is not None and x.shape[-1] != channels:
             raise ValueError(f"{self.model_name}: input image must have {channels} channels, "
                              f"got shape {tuple(x.shape)}")
+        if v.tensorflow_backend():
+            x = self._tensorflow_checks(x, channels)
+        n, h, w, _ = ops.shape(x)
+        m = self.multiple
+        ph = (m - h % m) % m
+        pw = (m - w % m) % m
+        x = _reflect_pad_end(_reflect_pad_end(x, ph, axis=1), pw, axis=2)
+        if v.is_int(n):
+            if n > 0:
+                return x
+            extra = 1
+        else:  # a batch size known only at run time (TensorFlow graphs)
+            extra = ops.maximum(1 - n, 0)
+        # An empty batch gets one zero image.
+        return ops.pad(x, ((0, extra), (0, 0), (0, 0), (0, 0)))
+
+    def _tensorflow_checks(self, x, channels):
+        """``x`` after the checks of what a TensorFlow graph knows only at run time.
+
+        Sizes unknown while tracing and NaN/Inf values. Other backends trace
+        with static shapes (checked in :meth:`call`) and have no run-time
+        assertions, so there non-finite values propagate, as under XLA.
+        """
+        import tensorflow as tf
+
         shape = tf.shape(x)
-        h, w = shape[1], shape[2]
         checks = []
         if x.shape[1] is None or x.shape[2] is None:
             checks.append(tf.debugging.assert_greater_equal(
-                tf.minimum(h, w), self.min_size,
+                tf.minimum(shape[1], shape[2]), self.min_size,
                 message=f"{self.model_name}: image height and width must be at least "
                         f"{self.min_size} pixels"))
         if channels is not None and x.shape[-1] is None:
@@ -107,16 +137,7 @@ class PadToMultiple(keras.layers.Layer):
                 message=f"{self.model_name}: input image must have {channels} channels"))
         x = tf.debugging.check_numerics(
             x, f"{self.model_name}: input image has NaN or Inf values")
-        with tf.control_dependencies(checks):
-            m = self.multiple
-            ph = (m - h % m) % m
-            pw = (m - w % m) % m
-            x = _reflect_pad_end(_reflect_pad_end(x, ph, axis=1), pw, axis=2)
-        if x.shape[0] is not None and x.shape[0] > 0:
-            return x
-        n = tf.shape(x)[0]
-        dummy = tf.zeros(tf.concat([[tf.maximum(1 - n, 0)], tf.shape(x)[1:]], 0), x.dtype)
-        return tf.concat([x, dummy], axis=0)
+        return v.with_dependencies(x, checks)
 
     def compute_output_shape(self, input_shape):
         def up(n):
@@ -141,14 +162,14 @@ class CropTo(keras.layers.Layer):
     ``[N, H, W, C']``.
 
     Example:
-        >>> CropTo()([tf.zeros([1, 16, 16, 3]), tf.zeros([0, 9, 13, 3])]).shape
-        TensorShape([0, 9, 13, 3])
+        >>> CropTo()([np.zeros([1, 16, 16, 3]), np.zeros([0, 9, 13, 3])]).shape
+        (0, 9, 13, 3)
     """
 
     def call(self, inputs):
         x, reference = inputs
-        shape = tf.shape(reference)
-        return x[: shape[0], : shape[1], : shape[2], :]
+        n, h, w, _ = ops.shape(reference)
+        return x[:n, :h, :w, :]
 
     def compute_output_shape(self, input_shape):
         x, ref = input_shape

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import keras
 
+from tfdeblur import _validation as v
 from tfdeblur.layers.attention_fusion import AttentionChannelFusion, AttentionLayerFusion
 from tfdeblur.layers.lmfn_blocks import DownBlock, PixelShuffle, ResidualBlock, UpsampleAdd
 from tfdeblur.layers.rfdb import ESA_MIN_SIZE, ResidualFeatureDistillationBlock
 from tfdeblur.models import register
-from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
+from tfdeblur.models._base import DeblurModel
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
 PAPER_PARAMETERS = 1_250_000
@@ -135,20 +136,21 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
         >>> small(np.zeros((1, 40, 50, 3), "float32")).shape
         TensorShape([1, 40, 50, 3])
     """
-    width = check_int(width, "width", "lmfn", 4)
-    num_scales = check_int(num_scales, "num_scales", "lmfn")
-    num_blocks = check_int(num_blocks, "num_blocks", "lmfn")
+    width = v.check_int(width, "width", minimum=4, owner="lmfn")
+    num_scales = v.check_int(num_scales, "num_scales", owner="lmfn")
+    num_blocks = v.check_int(num_blocks, "num_blocks", owner="lmfn")
+    decoder_width = v.check_int(decoder_width, "decoder_width", minimum=4, owner="lmfn",
+                                allow_none=True)
     if decoder_width is None:
         decoder_width = default_decoder_width(width)
-    decoder_width = check_int(decoder_width, "decoder_width", "lmfn", 4)
-    resblock_kernel = check_int(resblock_kernel, "resblock_kernel", "lmfn")
-    if not isinstance(identity_init, bool):
-        raise ValueError(f"lmfn: identity_init must be True or False, got {identity_init!r}")
+    resblock_kernel = v.check_int(resblock_kernel, "resblock_kernel", owner="lmfn")
+    global_residual = v.check_bool(global_residual, "global_residual", owner="lmfn")
+    identity_init = v.check_bool(identity_init, "identity_init", owner="lmfn")
     if identity_init and not global_residual:
         raise ValueError("lmfn: identity_init=True needs global_residual=True (the zero "
                          "reconstruction then returns the input)")
-    check_implementation(implementation, "lmfn")
-    input_shape = check_input_shape(input_shape, "lmfn")
+    v.check_implementation(implementation, owner="lmfn")
+    input_shape = v.check_input_shape(input_shape, owner="lmfn")
     channels = input_shape[-1]
 
     inputs = keras.Input(shape=tuple(input_shape), name="blurry")

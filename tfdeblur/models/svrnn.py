@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import keras
 
+from tfdeblur import _validation as v
 from tfdeblur.layers.svrnn_blocks import (
     BilinearUpsampling2x,
     RNNDeconvolution,
     WeightGenerationNetwork,
 )
 from tfdeblur.models import register
-from tfdeblur.models._base import DeblurModel, check_implementation, check_input_shape, check_int
+from tfdeblur.models._base import DeblurModel
 from tfdeblur.models._padding import CropTo, PadToMultiple
 
 #: Parameters of the paper's network (Table 3: 37.1 MB of float32).
@@ -104,11 +105,13 @@ def svrnn(width: int = 32,
         >>> small(np.zeros((2, 45, 61, 3), "float32")).shape
         TensorShape([2, 45, 61, 3])
     """
-    width = check_int(width, "width", "svrnn")
-    weight_width = check_int(weight_width, "weight_width", "svrnn")
-    num_rnns = check_int(num_rnns, "num_rnns", "svrnn")
-    check_implementation(implementation, "svrnn")
-    input_shape = check_input_shape(input_shape, "svrnn")
+    v.check_tensorflow_backend("svrnn")
+    width = v.check_int(width, "width", owner="svrnn")
+    weight_width = v.check_int(weight_width, "weight_width", owner="svrnn")
+    num_rnns = v.check_int(num_rnns, "num_rnns", owner="svrnn")
+    negative_slope = v.check_number(negative_slope, "negative_slope", owner="svrnn")
+    v.check_implementation(implementation, owner="svrnn")
+    input_shape = v.check_input_shape(input_shape, owner="svrnn")
     channels = input_shape[-1]
     half = max(width // 2, 1)
 

@@ -24,23 +24,10 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfdeblur.ops import _checks
+from tfdeblur import _validation as checks
 from tfdeblur.ops._loader import load_library, resolve_implementation
 
 PaddingArg = str | int | Sequence[int] | Sequence[Sequence[int]]
-
-
-def _pair(value, name: str, minimum: int) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        pair = (value, value)
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
 
 
 def normalize_padding(padding: PaddingArg) -> tuple[str, list[int]]:
@@ -65,7 +52,7 @@ def normalize_padding(padding: PaddingArg) -> tuple[str, list[int]]:
                              f"got {padding!r}")
     else:
         try:
-            top, left = _pair(padding, "padding", 0)
+            top, left = checks.standardize_tuple(padding, 2, "padding", minimum=0)
         except ValueError:
             raise ValueError(f"padding must be 'same', 'valid', an int, (pad_top, pad_left) or "
                              f"((top, bottom), (left, right)), got {padding!r}") from None
@@ -98,15 +85,11 @@ class _Geometry:
     def __init__(self, kernel_shape, strides, padding, dilation_rate, groups,
                  deformable_groups):
         self.kh, self.kw, self.cg, self.cout = kernel_shape
-        self.sh, self.sw = _pair(strides, "strides", 1)
-        self.dh, self.dw = _pair(dilation_rate, "dilation_rate", 1)
+        self.sh, self.sw = checks.standardize_tuple(strides, 2, "strides")
+        self.dh, self.dw = checks.standardize_tuple(dilation_rate, 2, "dilation_rate")
         self.mode, self.explicit = normalize_padding(padding)
-        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
-        if (not isinstance(deformable_groups, int) or isinstance(deformable_groups, bool)
-                or deformable_groups < 1):
-            raise ValueError(f"deformable_groups must be a positive int, got {deformable_groups!r}")
-        self.groups, self.dg = groups, deformable_groups
+        self.groups = checks.check_int(groups, "groups")
+        self.dg = checks.check_int(deformable_groups, "deformable_groups")
         self.taps = self.kh * self.kw
 
     def rows(self, h):
@@ -135,15 +118,15 @@ def _static_checks(x, offset, mask, kernel, bias, geo: _Geometry) -> None:
         raise ValueError(f"groups ({geo.groups}) must divide the output channels of kernel "
                          f"({geo.cout})")
     if bias is not None:
-        _checks.check_rank(bias, 1, "bias", "[Cout]")
-        _checks.check_dim(bias, 0, geo.cout, "bias", "length Cout =")
-    _checks.check_dim(offset, 3, 2 * geo.dg * geo.taps, "offset",
-                      f"2 x deformable_groups x KH x KW = 2 x {geo.dg} x {geo.kh} x {geo.kw} "
-                      "channels,")
-    _checks.check_dim(mask, 3, geo.dg * geo.taps, "mask",
-                      f"deformable_groups x KH x KW = {geo.dg} x {geo.kh} x {geo.kw} channels,")
+        checks.check_rank(bias, 1, "bias", "[Cout]")
+        checks.check_dim(bias, 0, geo.cout, "bias", "length Cout =")
+    checks.check_dim(offset, 3, 2 * geo.dg * geo.taps, "offset",
+                     f"2 x deformable_groups x KH x KW = 2 x {geo.dg} x {geo.kh} x {geo.kw} "
+                     "channels,")
+    checks.check_dim(mask, 3, geo.dg * geo.taps, "mask",
+                     f"deformable_groups x KH x KW = {geo.dg} x {geo.kh} x {geo.kw} channels,")
     for t, name in ((offset, "offset"), (mask, "mask")):
-        _checks.check_dim(t, 0, x.shape[0], name, "the batch size of x,")
+        checks.check_dim(t, 0, x.shape[0], name, "the batch size of x,")
     h, w = x.shape[1], x.shape[2]
     for size, axis, side in ((h, 1, "height"), (w, 2, "width")):
         if size is None:
@@ -155,7 +138,7 @@ def _static_checks(x, offset, mask, kernel, bias, geo: _Geometry) -> None:
             raise ValueError(f"x's {side} ({size}) is too small for the kernel with this "
                              f"padding and dilation: the output {side} would be {out}")
         for t, name in ((offset, "offset"), (mask, "mask")):
-            _checks.check_dim(t, axis, out, name, f"the output {side}")
+            checks.check_dim(t, axis, out, name, f"the output {side}")
 
 
 def _runtime_checks(x, offset, mask, geo: _Geometry) -> list:
@@ -283,7 +266,7 @@ def _as_float(value, name: str, dtype: tf.DType | None = None) -> tf.Tensor:
             value = tf.convert_to_tensor(value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name} must be a float tensor: {e}") from None
-    return _checks.as_float_tensor(value, name, dtype=dtype)
+    return checks.as_float_tensor(value, name, dtype=dtype)
 
 
 def _prepare(x, offset, mask, kernel, bias, strides, padding, dilation_rate, groups,
@@ -291,9 +274,9 @@ def _prepare(x, offset, mask, kernel, bias, strides, padding, dilation_rate, gro
     x = _as_float(x, "x")
     offset = _as_float(offset, "offset", dtype=x.dtype)
     kernel = _as_float(kernel, "kernel", dtype=x.dtype)
-    _checks.check_rank(x, 4, "x")
-    _checks.check_rank(offset, 4, "offset", "[N, Ho, Wo, 2 * deformable_groups * KH * KW]")
-    _checks.check_rank(kernel, 4, "kernel", "[KH, KW, Cin / groups, Cout]")
+    checks.check_rank(x, 4, "x")
+    checks.check_rank(offset, 4, "offset", "[N, Ho, Wo, 2 * deformable_groups * KH * KW]")
+    checks.check_rank(kernel, 4, "kernel", "[KH, KW, Cin / groups, Cout]")
     if not kernel.shape.is_fully_defined():
         raise ValueError(f"kernel must have a fully known static shape [KH, KW, Cin / groups, "
                          f"Cout], got {kernel.shape}")
@@ -304,7 +287,7 @@ def _prepare(x, offset, mask, kernel, bias, strides, padding, dilation_rate, gro
     if mask is None:
         mask = tf.ones(tf.concat([tf.shape(offset)[:3], [geo.dg * geo.taps]], 0), x.dtype)
     mask = _as_float(mask, "mask", dtype=x.dtype)
-    _checks.check_rank(mask, 4, "mask", "[N, Ho, Wo, deformable_groups * KH * KW]")
+    checks.check_rank(mask, 4, "mask", "[N, Ho, Wo, deformable_groups * KH * KW]")
     if bias is not None:
         bias = _as_float(bias, "bias", dtype=x.dtype)
     _static_checks(x, offset, mask, kernel, bias, geo)
@@ -404,12 +387,12 @@ def deform_conv_sampling_positions(offset, input_size, kernel_size, strides=1,
         grid + offset for every tap, in the offset's channel order (float32 for
         half-precision offsets).
     """
-    kh, kw = _pair(kernel_size, "kernel_size", 1)
+    kh, kw = checks.standardize_tuple(kernel_size, 2, "kernel_size")
     geo = _Geometry((kh, kw, 1, 1), strides, padding, dilation_rate, 1, deformable_groups)
     offset = _as_float(offset, "offset")
-    _checks.check_rank(offset, 4, "offset", "[N, Ho, Wo, 2 * deformable_groups * KH * KW]")
-    _checks.check_dim(offset, 3, 2 * geo.dg * geo.taps, "offset",
-                      f"2 x deformable_groups x KH x KW = 2 x {geo.dg} x {kh} x {kw} channels,")
+    checks.check_rank(offset, 4, "offset", "[N, Ho, Wo, 2 * deformable_groups * KH * KW]")
+    checks.check_dim(offset, 3, 2 * geo.dg * geo.taps, "offset",
+                     f"2 x deformable_groups x KH x KW = 2 x {geo.dg} x {kh} x {kw} channels,")
     py, px = _positions(offset, geo, input_size[0], input_size[1])
     s = tf.shape(offset)
     return tf.reshape(tf.stack([py, px], axis=-1), tf.stack([s[0], s[1], s[2], geo.dg * geo.taps,

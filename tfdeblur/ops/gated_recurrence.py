@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfdeblur.ops import _checks
+from tfdeblur import _validation as checks
 from tfdeblur.ops._loader import load_library, resolve_implementation
 
 DIRECTIONS = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top")
@@ -36,16 +36,16 @@ _AXIS_REVERSE = {
 
 
 def _validate(x, gate, slots: int, gate_name: str) -> tuple[tf.Tensor, tf.Tensor]:
-    x = _checks.as_float_tensor(x, "x")
-    gate = _checks.as_float_tensor(gate, gate_name, dtype=x.dtype)
-    _checks.check_rank(x, 4, "x")
-    _checks.check_rank(gate, 4, gate_name)
+    x = checks.as_float_tensor(x, "x")
+    gate = checks.as_float_tensor(gate, gate_name, dtype=x.dtype)
+    checks.check_rank(x, 4, "x")
+    checks.check_rank(gate, 4, gate_name)
     if x.shape.rank == 4 and gate.shape.rank == 4:
         for axis, what in ((0, "batch size"), (1, "height"), (2, "width")):
-            _checks.check_dim(gate, axis, x.shape[axis], gate_name, f"the {what} of x,")
+            checks.check_dim(gate, axis, x.shape[axis], gate_name, f"the {what} of x,")
         if x.shape[3] is not None:
-            _checks.check_dim(gate, 3, slots * x.shape[3], gate_name,
-                              f"{slots} x (channels of x) =" if slots > 1 else "the channels of x,")
+            checks.check_dim(gate, 3, slots * x.shape[3], gate_name,
+                             f"{slots} x (channels of x) =" if slots > 1 else "the channels of x,")
     return x, gate
 
 
