@@ -5,11 +5,14 @@ folders (GoPro-sized 1280x720 frames by default), with and without the
 in-memory cache, and of synthetic pairs made on the fly; then LMFN's training
 throughput on the same crop size (``model.train_on_batch`` on a fixed batch),
 and the same steps fed by the pipeline (median step times, alternating). The goal of issue #5:
-pipeline pairs/s >= 3 x LMFN training pairs/s.
+pipeline pairs/s >= 3 x LMFN training pairs/s. Then the same pairs as sharded TFRecords
+(``tfdeblur prepare-data``) against the image folders, side by side: images/s reading whole
+pairs and making augmented training batches, medians of alternating repetitions.
 
     python benchmarks/bench_data.py                  # 48 pairs 1280x720, batch 8
     python benchmarks/bench_data.py --quick          # smaller, to check it runs
     python benchmarks/bench_data.py --root GOPRO_Large/train   # your own PNG folders
+    python benchmarks/bench_data.py --tfrecord-only  # only the TFRecord vs folder rows
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfdeblur.data import find_pairs, paired_dataset, synthetic_dataset  # noqa: E402
+from tfdeblur.data import (  # noqa: E402
+    find_pairs,
+    paired_dataset,
+    synthetic_dataset,
+    write_tfrecords,
+)
 
 PHOTOS = os.path.join(os.path.dirname(REPO), "shared", "data", "photos_kodak24")
 
@@ -72,6 +80,46 @@ def pipeline_rate(ds: tf.data.Dataset, batches: int, warmup: int) -> float:
     for _ in range(batches):
         n += int(next(it)[0].shape[0])
     return n / (time.perf_counter() - t0)
+
+
+def images_rate(make_ds, images: int) -> float:
+    """Images per second (pairs count one each) over ``images`` images of a fresh pipeline
+    after one warm-up element."""
+    it = iter(make_ds().repeat())
+    first = next(it)[0]
+    per = int(first.shape[0]) if first.shape.rank == 4 else 1
+    n = 0
+    t0 = time.perf_counter()
+    while n < images:
+        n += per
+        next(it)
+    return n / (time.perf_counter() - t0)
+
+
+def tfrecord_rows(root: str, split, a, tmp: str) -> list[tuple[str, float, float]]:
+    """(row, folder images/s, TFRecord images/s): medians of alternating repetitions."""
+    out = os.path.join(tmp, "tfrecords")
+    t0 = time.perf_counter()
+    m = write_tfrecords(root, out, split=split, progress=False)
+    mb = sum(s["bytes"] for s in m["shards"]) / 1e6
+    print(f"prepare-data: {m['pairs']} pairs -> {len(m['shards'])} shards, {mb:.0f} MB, "
+          f"{time.perf_counter() - t0:.1f} s")
+    n = m["pairs"]
+    cases = [
+        ("whole pairs, file order", dict(), n),
+        (f"{a.patch}x{a.patch} augmented batches of {a.batch}",
+         dict(patch_size=a.patch, augment=True, shuffle=True, batch_size=a.batch, seed=0,
+              drop_remainder=True), a.batches * a.batch),
+    ]
+    rows = []
+    for name, kw, images in cases:
+        folder, records = [], []
+        for _ in range(a.repeats):  # alternating: load changes hit both alike
+            folder.append(images_rate(lambda kw=kw: paired_dataset(root, split=split, **kw),
+                                      images))
+            records.append(images_rate(lambda kw=kw: paired_dataset(out, **kw), images))
+        rows.append((name, float(np.median(folder)), float(np.median(records))))
+    return rows
 
 
 def build_lmfn(width: int | None):
@@ -124,11 +172,15 @@ def main() -> None:
     p.add_argument("--lmfn-steps", type=int, default=5, help="timed LMFN training steps")
     p.add_argument("--lmfn-width", type=int, default=None,
                    help="LMFN width (default: the paper configuration)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="alternating repetitions of the TFRecord / folder rows (medians)")
+    p.add_argument("--tfrecord-only", action="store_true",
+                   help="only the TFRecord vs image-folder rows")
     p.add_argument("--quick", action="store_true",
                    help="small run to check the script: 12 pairs 640x360, 8 batches, 2 steps")
     a = p.parse_args()
     if a.quick:
-        a.pairs, a.size, a.batches, a.lmfn_steps = 12, "640x360", 8, 2
+        a.pairs, a.size, a.batches, a.lmfn_steps, a.repeats = 12, "640x360", 8, 2, 2
     width, height = (int(v) for v in a.size.lower().split("x"))
 
     tmp = None
@@ -143,6 +195,19 @@ def main() -> None:
     try:
         print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores visible, "
               f"crops {a.patch}x{a.patch}, batch {a.batch}")
+        tmp_records = tempfile.mkdtemp(prefix="bench_data_tfr_")
+        try:
+            trows = tfrecord_rows(root, a.split, a, tmp_records)
+        finally:
+            shutil.rmtree(tmp_records, ignore_errors=True)
+        print()
+        print(f"{'read (images/s, median of ' + str(a.repeats) + ')':44s} {'folder':>9s} "
+              f"{'TFRecord':>9s} {'ratio':>7s}")
+        for name, folder, records in trows:
+            print(f"{name:44s} {folder:9.1f} {records:9.1f} {records / folder:6.2f}x")
+        print()
+        if a.tfrecord_only:
+            return
         common = dict(patch_size=a.patch, augment=True, shuffle=True, batch_size=a.batch, seed=0,
                       drop_remainder=True)
         rows = []
