@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# The six orders of the RGB channels.
-_RGB_PERMUTATIONS = tf.constant(
-    [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], tf.int32)
+# The six orders of the RGB channels. A Python list, not a tf.constant: importing the
+# package must not start TensorFlow's runtime (a MultiWorkerMirroredStrategy can only be
+# created before that).
+_RGB_PERMUTATIONS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]]
 
 
 def _seeds(seed, n: int) -> tf.Tensor:
@@ -125,7 +126,7 @@ def random_dihedral(images: list[tf.Tensor], seed, *, flip: bool = True, rotate:
 def random_rgb_permutation(images: list[tf.Tensor], seed) -> list[tf.Tensor]:
     """Reorders the three channels of every image the same random way (6 orders, uniform)."""
     k = tf.random.stateless_uniform([], _seeds(seed, 1)[0], 0, 6, dtype=tf.int32)
-    perm = tf.gather(_RGB_PERMUTATIONS, k)
+    perm = tf.gather(tf.constant(_RGB_PERMUTATIONS, tf.int32), k)
     return [tf.gather(x, perm, axis=-1) for x in images]
 
 
