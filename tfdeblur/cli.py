@@ -8,6 +8,9 @@
     tfdeblur demo [-m NAME] [-o demo_output/]          # deblur the bundled real blurry photo
     tfdeblur export -m model.keras --saved-model models/m/1
     tfdeblur export -m model.keras --tflite svdn.tflite --size 256x256 --quantize float16
+    tfdeblur export -m lmfn_bundled --tflite lmfn_int8.tflite --size 256x256 --quantize int8 \\
+        --calibration photos/
+    tfdeblur export -m model.keras --onnx model.onnx
     tfdeblur train --config lmfn_cpu_small --run-dir runs/lmfn
     tfdeblur prepare-data GOPRO_Large/train gopro_train_tfr/    # sharded TFRecords of pairs
     tfdeblur evaluate -m lmfn_bundled GOPRO_Large/test --csv scores.csv [--tile 512]
@@ -258,49 +261,88 @@ def _demo(args) -> int:
 
 
 def _export(args) -> int:
-    if not args.saved_model and not args.tflite:
-        raise ValueError("nothing to export: give --saved-model DIR and/or --tflite FILE")
+    outputs = [(args.saved_model, "saved_model"), (args.tflite, "tflite"), (args.onnx, "onnx")]
+    if not any(path for path, _ in outputs):
+        raise ValueError("nothing to export: give --saved-model DIR, --tflite FILE and/or "
+                         "--onnx FILE")
     if args.tflite and args.size is None:
         raise ValueError("--tflite needs --size HxW (TFLite models have a fixed input size)")
     if not args.tflite and (args.size is not None or args.quantize is not None):
         raise ValueError("--size and --quantize apply to --tflite only")
-    if args.saved_model and args.tflite and (
-            os.path.abspath(args.saved_model) == os.path.abspath(args.tflite)):
-        raise ValueError("--saved-model and --tflite must be different paths")
-    for path in (args.saved_model, args.tflite):
+    if (args.quantize == "int8") != (args.calibration is not None):
+        raise ValueError("--quantize int8 needs --calibration FOLDER, and --calibration "
+                         "applies to --quantize int8 only")
+    if args.int8_io and args.quantize != "int8":
+        raise ValueError("--int8-io applies to --quantize int8 only")
+    given = [os.path.abspath(path) for path, _ in outputs if path]
+    if len(set(given)) != len(given):
+        raise ValueError("--saved-model, --tflite and --onnx must be different paths")
+    for path, _ in outputs:
         # Checked before any work, so that one export is not written and the other refused.
         if path and os.path.lexists(path) and not args.overwrite:
             kind = "folder" if os.path.isdir(path) else "file"
             raise ValueError(f"{path} already exists (a {kind}; pass --overwrite to replace it)")
 
     from tfdeblur._api import model_file
-    from tfdeblur.export import ExportError, check_destination, convert_tflite, export_saved_model
+    from tfdeblur.export import (
+        ExportError,
+        check_destination,
+        export_onnx,
+        export_saved_model,
+        export_tflite,
+    )
     from tfdeblur.inference import load_model
 
     source, _ = model_file(args.model)  # a bundled model's name or a .keras file
     # Before any work: with --overwrite, only an export of the same kind may be replaced,
-    # never the source model or a folder holding it (both destinations checked first).
-    for path, kind in ((args.saved_model, "saved_model"), (args.tflite, "tflite")):
+    # never the source model or a folder holding it (all destinations checked first).
+    for path, kind in outputs:
         if path:
             check_destination(path, kind, overwrite=args.overwrite, source=source)
     model = load_model(source)  # checks that it maps images to images of the same shape
+    channels = model.input_shape[-1]
     try:
         if args.saved_model:
             path = export_saved_model(model, args.saved_model, input_shape=(None, None, None),
                                       overwrite=args.overwrite)
-            print(f"wrote SavedModel {path} (signature serving_default: blurry float32 "
-                  f"[N, H, W, {model.input_shape[-1]}] -> sharp; no tfdeblur ops; inspect with "
+            print(f"wrote SavedModel {path} (signatures serving_default: blurry float32 "
+                  f"[N, H, W, {channels}] -> sharp, and deblur_image: image_bytes PNG/JPEG "
+                  f"-> png_bytes; TF Serving warm-up records; no tfdeblur ops; inspect with "
                   f"`saved_model_cli show --dir {path} --all`)")
         if args.tflite:
-            path = convert_tflite(model, args.tflite, input_size=args.size,
-                                  quantize=args.quantize, overwrite=args.overwrite)
+            with _print_log("tfdeblur.export.int8"):
+                path = export_tflite(model, args.tflite, input_size=args.size,
+                                     quantize=args.quantize, calibration=args.calibration,
+                                     int8_io=args.int8_io, overwrite=args.overwrite)
+            io = "int8" if args.int8_io else "float32"
             print(f"wrote TFLite model {path} ({os.path.getsize(path):,} bytes, input blurry "
-                  f"[1, {args.size[0]}, {args.size[1]}, {model.input_shape[-1]}], "
+                  f"{io} [1, {args.size[0]}, {args.size[1]}, {channels}], "
                   f"quantize={args.quantize})")
+        if args.onnx:
+            path = export_onnx(model, args.onnx, input_shape=(None, None, None),
+                               overwrite=args.overwrite)
+            print(f"wrote ONNX model {path} ({os.path.getsize(path):,} bytes, input blurry "
+                  f"float32 [N, H, W, {channels}] (NHWC) -> sharp; verified in ONNX Runtime)")
     except ExportError as e:
         print(f"tfdeblur export: failed: {_message(e)}", file=sys.stderr)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _print_log(name: str):
+    """Prints the INFO records of logger ``name`` on stdout while the block runs."""
+    logger = logging.getLogger(name)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _prepare_data(args) -> int:
@@ -456,8 +498,18 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     e.add_argument("--tflite", metavar="FILE", help="write a .tflite file (needs --size)")
     e.add_argument("--size", type=_size, metavar="HxW",
                    help="the TFLite model's fixed input size, e.g. 256x256")
-    e.add_argument("--quantize", choices=["dynamic", "float16"], default=None,
-                   help="TFLite weight quantization (default: float32)")
+    e.add_argument("--quantize", choices=["dynamic", "float16", "int8"], default=None,
+                   help="TFLite quantization: dynamic (int8 weights), float16 (weights) or "
+                        "int8 (weights and activations; needs --calibration). Default: float32")
+    e.add_argument("--calibration", metavar="FOLDER", default=None,
+                   help="images for --quantize int8: crops at --size are the representative "
+                        "dataset; the export reports the ops left in float and the PSNR of "
+                        "the int8 output against the float output on them")
+    e.add_argument("--int8-io", action="store_true",
+                   help="with --quantize int8: int8 input and output (default: float32)")
+    e.add_argument("--onnx", metavar="FILE",
+                   help="write an .onnx file (tf2onnx; verified in ONNX Runtime; needs "
+                        "pip install 'tfdeblur[onnx]')")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _add_verbose(e)
     t = sub.add_parser("train", fill=_train_arguments(verbose),

@@ -10,11 +10,11 @@ import time
 import keras
 import pytest
 
-import tfdeblur.export as export
 import tfdeblur.models
 from tests.conftest import ROOT
+from tfdeblur import _atomic
 from tfdeblur.cli import main
-from tfdeblur.export import check_destination, convert_tflite, export_saved_model
+from tfdeblur.export import check_destination, export_saved_model, export_tflite
 
 SIZE = (17, 17)  # LMFN's minimum
 
@@ -60,12 +60,12 @@ def test_overwrite_never_replaces_the_source_model_or_its_folder(model, project)
     with pytest.raises(FileExistsError, match=r"not replaced.*contains the source model"):
         export_saved_model(keras_file, project, overwrite=True)
     with pytest.raises(FileExistsError, match=r"not replaced.*it is the source model"):
-        convert_tflite(keras_file, keras_file, input_size=SIZE, overwrite=True)
+        export_tflite(keras_file, keras_file, input_size=SIZE, overwrite=True)
     # The destination of a SavedModel must be a folder; of a TFLite file, a TFLite file.
     with pytest.raises(ValueError, match=r"m.keras is a file; the SavedModel folder must be"):
         export_saved_model(model, keras_file, overwrite=True)
     with pytest.raises(FileExistsError, match=r"notes.txt .*not a TFLite flatbuffer"):
-        convert_tflite(model, project / "notes.txt", input_size=SIZE, overwrite=True)
+        export_tflite(model, project / "notes.txt", input_size=SIZE, overwrite=True)
     assert _snapshot(project) == before
 
 
@@ -113,7 +113,7 @@ def test_overwrite_never_replaces_a_link_out_of_its_folder(model, tmp_path):
     os.symlink(outside / "served", out / "sm")
     before = _snapshot(tmp_path)
     with pytest.raises(FileExistsError, match=r"symbolic link to .*phone.tflite, outside"):
-        convert_tflite(model, out / "m.tflite", input_size=SIZE, overwrite=True)
+        export_tflite(model, out / "m.tflite", input_size=SIZE, overwrite=True)
     with pytest.raises(FileExistsError, match=r"symbolic link to .*served, outside"):
         export_saved_model(model, out / "sm", overwrite=True)
     assert _snapshot(tmp_path) == before
@@ -131,20 +131,20 @@ def test_overwrite_replaces_exports(model, tmp_path):
     export_saved_model(model, tmp_path / "empty", overwrite=True)
     assert (tmp_path / "empty" / "saved_model.pb").read_bytes() != b"will be replaced"
 
-    lite = convert_tflite(sm, tmp_path / "m.tflite", input_size=SIZE)
+    lite = export_tflite(sm, tmp_path / "m.tflite", input_size=SIZE)
     first = open(lite, "rb").read()
     assert first[4:8] == b"TFL3"
-    convert_tflite(model, lite, input_size=SIZE, quantize="float16", overwrite=True)
+    export_tflite(model, lite, input_size=SIZE, quantize="float16", overwrite=True)
     assert open(lite, "rb").read() != first
     assert sorted(os.listdir(tmp_path)) == ["empty", "m.tflite"]
 
     before = _snapshot(tmp_path)
     for inside in (tmp_path / "empty" / "assets" / "m.tflite", tmp_path / "empty"):
         with pytest.raises(ValueError, match="lies inside the source SavedModel"):
-            convert_tflite(sm, inside, input_size=SIZE, overwrite=True)
+            export_tflite(sm, inside, input_size=SIZE, overwrite=True)
     assert _snapshot(tmp_path) == before
     with pytest.raises(ValueError, match="kind must be one of"):
-        check_destination(tmp_path / "x", "onnx")
+        check_destination(tmp_path / "x", "pytorch")
 
 
 def test_cli_overwrite_refuses_the_working_folder_and_the_model_file(project, capsys,
@@ -173,11 +173,12 @@ def test_cli_overwrite_refuses_the_working_folder_and_the_model_file(project, ca
 # when the test kills the exporting process.
 _EXPORT_WITH_SLOW_VERIFIER = r"""
 import sys
-import tfdeblur.export as export
+import tfdeblur.export
+import tfdeblur.export.verify as verify
 import tfdeblur.models
-export._LOAD_WITHOUT_TFDEBLUR = "import time\ntime.sleep(600)\n" + export._LOAD_WITHOUT_TFDEBLUR
+verify._LOAD_WITHOUT_TFDEBLUR = "import time\ntime.sleep(600)\n" + verify._LOAD_WITHOUT_TFDEBLUR
 model = tfdeblur.models.build("lmfn", width=4, num_blocks=1)
-export.export_saved_model(model, sys.argv[1])
+tfdeblur.export.export_saved_model(model, sys.argv[1])
 """
 
 
@@ -257,14 +258,14 @@ def test_killed_export_leaves_no_process_and_next_export_cleans_up(model, tmp_pa
 
 _LEAVE_WORK_FOLDERS = r"""
 import os, sys
-import tfdeblur.export as export
+from tfdeblur import _atomic
 
 # What a kill leaves: a work folder during the verification, and one while the
 # old export is set aside to be replaced by the new one.
-during, replacing = export._work_folder(sys.argv[1]), export._work_folder(sys.argv[2])
+during, replacing = _atomic.work_folder(sys.argv[1]), _atomic.work_folder(sys.argv[2])
 during.__enter__()
 work = replacing.__enter__()
-os.rename(sys.argv[2], os.path.join(work, export._SET_ASIDE))
+os.rename(sys.argv[2], os.path.join(work, _atomic.SET_ASIDE))
 os._exit(0)
 """
 
@@ -280,11 +281,11 @@ def test_stale_work_folders_are_removed_only_when_their_process_is_gone(model, t
     dead = sorted(os.listdir(parent))
     assert len(dead) == 2 and all(".tfdeblur-tmp-" in n for n in dead), dead
 
-    with open(parent / dead[0] / export._MARKER) as f:
+    with open(parent / dead[0] / _atomic.MARKER) as f:
         marker = f.read()
     # Entering a work folder removes the dead process's folders (and puts the
     # old export it had set aside back in its place).
-    with export._work_folder(str(parent / "mine")) as mine:
+    with _atomic.work_folder(str(parent / "mine")) as mine:
         mine = os.path.basename(mine)
         assert sorted(os.listdir(parent)) == sorted([mine, "served"])
         assert _snapshot(parent / "served") == {"saved_model.pb": b"graph",
@@ -297,9 +298,9 @@ def test_stale_work_folders_are_removed_only_when_their_process_is_gone(model, t
                                for n in ("foreign", "young", "old"))
         for name in (foreign, young, old):
             os.mkdir(parent / name)
-        (parent / foreign / export._MARKER).write_text(
+        (parent / foreign / _atomic.MARKER).write_text(
             marker.replace(f'"{socket.gethostname()}"', '"another-host"'))
         os.utime(parent / old, (time.time() - 3600,) * 2)
-        export._remove_stale_work_folders(str(parent))
+        _atomic.remove_stale_work_folders(str(parent))
         assert sorted(os.listdir(parent)) == sorted([mine, "served", foreign, young])
     assert sorted(os.listdir(parent)) == sorted(["served", foreign, young])

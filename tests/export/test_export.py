@@ -12,12 +12,17 @@ import pytest
 import tensorflow as tf
 
 import tfdeblur.export as export
+import tfdeblur.export._common
+import tfdeblur.export.saved_model
+import tfdeblur.export.tflite
 import tfdeblur.models
 from tests.conftest import ROOT, SHARED_DATA
 from tfdeblur.cli import main
-from tfdeblur.export import ExportError, convert_tflite, export_saved_model, portable_model
+from tfdeblur.export import ExportError, export_saved_model, export_tflite, portable_model, verify
 from tfdeblur.models.svdn import with_positions
 from tfdeblur.ops import compiled_available
+
+Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
 
 # The README's tiny variants: every part of each network, a few k parameters.
 TINY = {
@@ -173,9 +178,9 @@ def test_saved_models_have_no_custom_ops_and_run_without_tfdeblur(models, saved_
 def test_tflite_builtins_only_matches_keras(models, tmp_path, name):
     model = models[name]
     h, w = TFLITE_SIZES[name]
-    path = convert_tflite(model, tmp_path / f"{name}.tflite", input_size=(h, w))
+    path = export_tflite(model, tmp_path / f"{name}.tflite", input_size=(h, w))
     assert os.listdir(tmp_path) == [f"{name}.tflite"]
-    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = Interpreter(model_path=path)
     ops = {d["op_name"] for d in interpreter._get_ops_details()}
     assert not [op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "WHILE")], ops
     runner = interpreter.get_signature_runner("serving_default")
@@ -189,18 +194,18 @@ def test_tflite_dynamic_quantization_and_from_saved_model(saved_models, tmp_path
     # fewer than 1024 values in float32).
     model = _build("lmfn", width=16, num_blocks=1)
     x = _images(1, 24, 24, seed=9)
-    path = convert_tflite(model, tmp_path / "dynamic.tflite", input_size=(24, 24),
+    path = export_tflite(model, tmp_path / "dynamic.tflite", input_size=(24, 24),
                           quantize="dynamic", test_image=x[0])
-    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter = Interpreter(model_path=path)
     int8 = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
     assert sum(int(np.prod(t["shape"])) for t in int8) > 0.8 * model.count_params()
     _close(interpreter.get_signature_runner()(blurry=x)["sharp"], np.asarray(model(x)), 5e-2)
 
     # From an exported SavedModel with unknown sizes: SVRNN's scan was traced
     # as a while loop there, which the converter keeps as a builtin WHILE.
-    path = convert_tflite(saved_models["svrnn"], tmp_path / "svrnn_sm.tflite",
+    path = export_tflite(saved_models["svrnn"], tmp_path / "svrnn_sm.tflite",
                           input_size=(16, 24))
-    runner = tf.lite.Interpreter(model_path=path).get_signature_runner()
+    runner = Interpreter(model_path=path).get_signature_runner()
     x = _images(1, 16, 24, seed=2)
     _close(runner(blurry=x)["sharp"], np.asarray(_build("svrnn")(x)))
 
@@ -221,18 +226,20 @@ def test_portable_model():
 def test_export_with_custom_ops_is_rejected_and_leaves_nothing(models, tmp_path, monkeypatch):
     # Without the portable rebuild the graph holds TfDeblur>GatedRecurrence:
     # both checks must catch it, and the written folder must disappear.
-    monkeypatch.setattr(export, "portable_model", lambda model, shape=None: model)
+    monkeypatch.setattr(tfdeblur.export._common, "portable_model",
+                        lambda model, shape=None: model)
     out = tmp_path / "exports"
     with pytest.raises(ExportError, match=r"compiled tfdeblur ops \['TfDeblur>GatedRecurrence'\]"):
         export_saved_model(models["svrnn"], out / "svrnn")
     assert os.listdir(out) == []
 
     written = tmp_path / "raw"
-    export._write_saved_model(models["svrnn"], str(written), (None, None, None, 3))
+    tfdeblur.export.saved_model._write_saved_model(models["svrnn"], str(written),
+                                                   (None, None, None, 3))
     x = _images(1, 19, 21)
     loading_fails = r"(?s)process without tfdeblur.*TfDeblur>GatedRecurrence"
     with pytest.raises(ExportError, match=loading_fails):
-        export._verify_without_tfdeblur(str(written), x, np.asarray(models["svrnn"](x)), "svrnn")
+        verify.verify_without_tfdeblur(str(written), x, np.asarray(models["svrnn"](x)), "svrnn")
 
 
 def test_failure_mid_write_leaves_nothing_and_keeps_old_export(models, tmp_path, monkeypatch):
@@ -242,7 +249,7 @@ def test_failure_mid_write_leaves_nothing_and_keeps_old_export(models, tmp_path,
             f.write(b"half")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(export, "_write_saved_model", partial_write)
+    monkeypatch.setattr(tfdeblur.export.saved_model, "_write_saved_model", partial_write)
     out = tmp_path / "exports"
     with pytest.raises(OSError, match="No space"):
         export_saved_model(models["lmfn"], out / "lmfn")
@@ -257,9 +264,9 @@ def test_failure_mid_write_leaves_nothing_and_keeps_old_export(models, tmp_path,
 
 
 def test_failed_tflite_leaves_nothing(models, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_convert", lambda *a: b"not a flatbuffer")
+    monkeypatch.setattr(tfdeblur.export.tflite, "_convert", lambda *a: b"not a flatbuffer")
     with pytest.raises(ExportError, match="Interpreter"):
-        convert_tflite(models["lmfn"], tmp_path / "m.tflite", input_size=(17, 17))
+        export_tflite(models["lmfn"], tmp_path / "m.tflite", input_size=(17, 17))
     assert os.listdir(tmp_path) == []
 
 
@@ -269,9 +276,9 @@ def test_existing_destination_refused(models, tmp_path):
     with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
         export_saved_model(models["lmfn"], tmp_path / "sm")
     with pytest.raises(FileExistsError, match="already exists"):
-        convert_tflite(models["lmfn"], tmp_path / "m.tflite", input_size=(17, 17))
+        export_tflite(models["lmfn"], tmp_path / "m.tflite", input_size=(17, 17))
     with pytest.raises(ValueError, match="is a folder"):
-        convert_tflite(models["lmfn"], tmp_path / "sm", input_size=(17, 17), overwrite=True)
+        export_tflite(models["lmfn"], tmp_path / "sm", input_size=(17, 17), overwrite=True)
     assert (tmp_path / "m.tflite").read_bytes() == b"keep" and os.listdir(tmp_path / "sm") == []
 
 
@@ -292,7 +299,7 @@ def test_saved_model_bad_arguments(models, tmp_path, kwargs, match):
     (dict(input_size=32), r"input_size must be \(H, W\)"),
     (dict(input_size=(32, 0)), r"input_size must be \(H, W\) with two positive ints"),
     (dict(input_size=(32, True)), r"input_size must be \(H, W\)"),
-    (dict(input_size=(32, 32), quantize="int8"), "quantize must be one of"),
+    (dict(input_size=(32, 32), quantize="int4"), "quantize must be one of"),
     (dict(input_size=(32, 32), test_image=np.zeros((32, 31, 3), "float32")),
      "test_image must be a float"),
     (dict(input_size=(32, 32), test_image=np.zeros((32, 32, 3), "uint8")),
@@ -300,15 +307,15 @@ def test_saved_model_bad_arguments(models, tmp_path, kwargs, match):
 ])
 def test_tflite_bad_arguments(models, tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        convert_tflite(models["lmfn"], tmp_path / "x.tflite", **kwargs)
+        export_tflite(models["lmfn"], tmp_path / "x.tflite", **kwargs)
     assert os.listdir(tmp_path) == []
 
 
 def test_tflite_from_saved_model_bad_sizes(saved_models, tmp_path):
     with pytest.raises(ValueError, match="does not match the SavedModel's fixed width 24"):
-        convert_tflite(saved_models["lmfn"], tmp_path / "x.tflite", input_size=(32, 32))
+        export_tflite(saved_models["lmfn"], tmp_path / "x.tflite", input_size=(32, 32))
     with pytest.raises(ValueError, match=r"(?s)rejects this size.*at least 17"):
-        convert_tflite(saved_models["lmfn"], tmp_path / "x.tflite", input_size=(16, 24))
+        export_tflite(saved_models["lmfn"], tmp_path / "x.tflite", input_size=(16, 24))
     assert os.listdir(tmp_path) == []
 
 
@@ -319,7 +326,7 @@ def test_bad_model_arguments(tmp_path):
     with pytest.raises(ValueError, match="input_shape must have the model's 1 channels"):
         export_saved_model(grey, tmp_path / "x")  # the default (None, None, 3)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        convert_tflite(tmp_path / "missing.keras", tmp_path / "x.tflite", input_size=(32, 32))
+        export_tflite(tmp_path / "missing.keras", tmp_path / "x.tflite", input_size=(32, 32))
 
 
 def test_cli_export(tmp_path, capsys, monkeypatch):
@@ -337,7 +344,7 @@ def test_cli_export(tmp_path, capsys, monkeypatch):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "quantize=float16" in done.stdout
     assert os.listdir(tmp_path / "out") == ["m.tflite"]
-    interpreter = tf.lite.Interpreter(model_path=str(lite))
+    interpreter = Interpreter(model_path=str(lite))
     assert any(t["dtype"] == np.float16 for t in interpreter.get_tensor_details())
     x = _images(1, 17, 20)
     _close(interpreter.get_signature_runner()(blurry=x)["sharp"], np.asarray(model(x)), 1e-2)
