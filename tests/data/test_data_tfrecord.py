@@ -161,3 +161,21 @@ def test_tf_data_service_gives_the_same_stream(prepared):
     with pytest.raises(ValueError, match="service must be a tf.data service dispatcher"):
         paired_dataset(prepared, service="localhost")
     del worker, dispatcher
+
+
+def test_jpeg_grey_and_alpha_files_read_back_identical(tmp_path):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "mixed"
+    for d in ("blur", "sharp"):
+        os.makedirs(root / d)
+    sharp = _smooth(rng, 24, 20)
+    write_image(str(root / "blur" / "a.jpg"), cv2.blur(sharp, (3, 1)))
+    write_image(str(root / "sharp" / "a.png"), np.concatenate([sharp, sharp[..., :1]], axis=2))
+    write_image(str(root / "blur" / "b.png"), cv2.blur(sharp, (3, 1))[..., :1])
+    write_image(str(root / "sharp" / "b.png"), sharp[..., 1:2])
+    m = write_tfrecords(root, tmp_path / "tfr", progress=False)
+    assert m["pairs"] == 2 and len(m["shards"]) == 2 and m["reencoded_images"] >= 1  # the JPEG
+    for x, y in zip(_elements(paired_dataset(root)), _elements(paired_dataset(tmp_path / "tfr")),
+                    strict=True):
+        for a, b in zip(x, y, strict=True):
+            np.testing.assert_array_equal(a, b)

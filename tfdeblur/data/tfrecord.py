@@ -7,8 +7,10 @@ record order, whether flows are stored). Each record is one pair:
 - ``name``: the blurry image's path relative to the source root;
 - ``blurry``, ``sharp``: PNG of the samples :func:`~tfdeblur.data.read_image`
   decodes (RGB, 8 or 16 bits as stored, EXIF orientation applied), so the
-  images read back are bit-identical to reading the files; ``blurry_depth``
-  and ``sharp_depth`` give the bit depth;
+  images read back are bit-identical to reading the files: a PNG file's own
+  bytes when TensorFlow's decoder gives exactly those samples from it (checked
+  for each file), otherwise the samples encoded again; ``blurry_depth`` and
+  ``sharp_depth`` give the bit depth;
 - ``flow`` (when prepared with flows): the bidirectional flow of the sharp
   frame (:mod:`tfdeblur.data.flow`), float32 ``[H, W, 4]`` raw bytes.
 
@@ -85,9 +87,24 @@ def _png(samples: np.ndarray, path: str) -> bytes:
     return buf.tobytes()
 
 
-def _read_samples(path: str) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _record_image(path: str) -> tuple[np.ndarray, bytes, bool]:
+    """(samples as read_image decodes them, PNG bytes to store, whether re-encoded)."""
     with open(path, "rb") as f:
-        return decode_image(f.read(), path)
+        data = f.read()
+    samples = decode_image(data, path)
+    if data.startswith(_PNG_SIGNATURE):
+        dtype = tf.uint16 if samples.dtype == np.uint16 else tf.uint8
+        try:
+            same = np.array_equal(tf.io.decode_png(data, channels=3, dtype=dtype).numpy(),
+                                  samples)
+        except tf.errors.OpError:
+            same = False
+        if same:
+            return samples, data, False
+    return samples, _png(samples, path), True
 
 
 def _bytes(v: bytes) -> tf.train.Feature:
@@ -161,12 +178,12 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
     # Contiguous shards: reading the shards in order gives the pairs in source order.
     bounds = [round(i * len(pairs) / shards) for i in range(shards + 1)]
 
-    def encode(i: int) -> bytes:
+    def encode(i: int) -> tuple[bytes, int]:
         p = pairs[i]
-        b, s = _read_samples(p.blurry), _read_samples(p.sharp)
+        (b, b_png, b_new), (s, s_png, s_new) = _record_image(p.blurry), _record_image(p.sharp)
         _check_same_size(b, s, p.blurry, p.sharp)
-        feature = {"name": _bytes(names[i].encode()), "blurry": _bytes(_png(b, p.blurry)),
-                   "sharp": _bytes(_png(s, p.sharp)),
+        feature = {"name": _bytes(names[i].encode()), "blurry": _bytes(b_png),
+                   "sharp": _bytes(s_png),
                    "blurry_depth": _int(8 * b.dtype.itemsize),
                    "sharp_depth": _int(8 * s.dtype.itemsize),
                    "height": _int(b.shape[0]), "width": _int(b.shape[1])}
@@ -178,14 +195,14 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
                                  f"is {s.shape[1]}x{s.shape[0]}")
             feature["flow"] = _bytes(np.ascontiguousarray(f).tobytes())
         example = tf.train.Example(features=tf.train.Features(feature=feature))
-        return example.SerializeToString()
+        return example.SerializeToString(), int(b_new) + int(s_new)
 
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(out)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     os.makedirs(tmp)
     try:
-        entries = []
+        entries, reencoded = [], 0
         with ProgressBar(len(pairs), f"prepare-data ({len(pairs)} pairs, {shards} shards)",
                          enabled=progress) as bar, \
                 ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
@@ -193,15 +210,17 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
                 name = f"pairs-{k:05d}-of-{shards:05d}.tfrecord"
                 path = os.path.join(tmp, name)
                 with tf.io.TFRecordWriter(path) as writer:
-                    for record in pool.map(encode, range(bounds[k], bounds[k + 1])):
+                    for record, n_new in pool.map(encode, range(bounds[k], bounds[k + 1])):
                         writer.write(record)
+                        reencoded += n_new
                         bar.update()
                 entries.append({"file": name, "pairs": bounds[k + 1] - bounds[k],
                                 "bytes": os.path.getsize(path)})
         manifest = {"format": FORMAT, "version": VERSION, "pairs": len(pairs),
                     "with_flow": bool(with_flow), "flow_preset": flow_preset if with_flow else None,
                     "source": os.path.abspath(root), "layout": layout, "split": split,
-                    "blur_dir": blur_dir, "shards": entries, "names": names}
+                    "blur_dir": blur_dir, "reencoded_images": reencoded, "shards": entries,
+                    "names": names}
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
             f.write("\n")
