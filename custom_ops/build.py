@@ -218,6 +218,25 @@ def up_to_date(out_dir: str, key: dict) -> bool:
                                    for name in (LIB_NAME, "_build_info.json"))
 
 
+def _replace_file(target: str, *, source: str | None = None, text: str | None = None) -> None:
+    """Writes ``target`` atomically from the file ``source`` or from ``text``."""
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
+                               dir=os.path.dirname(target) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if source is not None:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, f)
+            else:
+                f.write(text.encode())
+        os.chmod(tmp, 0o755 if source is not None else 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def build(out_dir: str, cuda: str = "auto", jobs: int | None = None, force: bool = False) -> str:
     """Compiles the op library into ``out_dir`` and returns its path.
 
@@ -280,18 +299,14 @@ def build(out_dir: str, cuda: str = "auto", jobs: int | None = None, force: bool
 
         tmp_lib = os.path.join(tmp, LIB_NAME)
         _run(["g++", *CXX_FLAGS, "-o", tmp_lib, *objects, *lflags, *extra_link])
-        # Move into place atomically so a running process never sees half a file.
-        shutil.copyfile(tmp_lib, target + ".tmp")
-        os.replace(target + ".tmp", target)
         info["cuda"] = use_cuda
         info["cpu_features"] = REQUIRED_CPU_FEATURES
-        with open(os.path.join(out_dir, "_build_info.json.tmp"), "w") as f:
-            json.dump(info, f, indent=2)
-        os.replace(os.path.join(out_dir, "_build_info.json.tmp"),
-                   os.path.join(out_dir, "_build_info.json"))
-        with open(_fingerprint_path(out_dir) + ".tmp", "w") as f:
-            json.dump(key, f, indent=2)
-        os.replace(_fingerprint_path(out_dir) + ".tmp", _fingerprint_path(out_dir))
+        # Each file is copied next to its destination under a unique name and
+        # renamed into place: a process loading the library meanwhile sees
+        # the old file or the new one, never half of one.
+        _replace_file(target, source=tmp_lib)
+        _replace_file(os.path.join(out_dir, "_build_info.json"), text=json.dumps(info, indent=2))
+        _replace_file(_fingerprint_path(out_dir), text=json.dumps(key, indent=2))
         _log(f"wrote {target}")
         return target
     finally:
@@ -312,10 +327,15 @@ def build_standalone_cuda(out_dir: str) -> str:
         raise RuntimeError("no custom_ops/*/cuda_standalone/*.cu sources found")
     os.makedirs(out_dir, exist_ok=True)
     target = os.path.join(out_dir, STANDALONE_NAME)
-    cmd = [nvcc, "-shared", "-std=c++17", "-O3", "-Xcompiler", "-fPIC",
-           "-Wno-deprecated-gpu-targets", f"-I{HERE}",
-           *cuda_arch_flags(nvcc_version(nvcc)), "-o", target, *sources]
-    _run(cmd)
+    tmp = tempfile.mkdtemp(prefix="tfdeblur_standalone_")
+    try:
+        tmp_lib = os.path.join(tmp, STANDALONE_NAME)
+        _run([nvcc, "-shared", "-std=c++17", "-O3", "-Xcompiler", "-fPIC",
+              "-Wno-deprecated-gpu-targets", f"-I{HERE}",
+              *cuda_arch_flags(nvcc_version(nvcc)), "-o", tmp_lib, *sources])
+        _replace_file(target, source=tmp_lib)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     _log(f"wrote {target}")
     return target
 

@@ -2,7 +2,7 @@
 // shared by the CPU kernels, the CUDA kernels and the TensorFlow-free CUDA
 // test library (so it includes nothing from TensorFlow).
 //
-// Meaning (shared/design/OPS.md section 2), NHWC:
+// Meaning (docs/ops.md section 2), NHWC:
 //   y[n,i,j,o] = b[o] + sum_{g,ky,kx,c in g} w[ky,kx,c,o] * m[n,i,j,g,k] * bilinear(x[n,:,:,c], py, px)
 //   py = i*sh - pad_top  + ky*dh + offset[n,i,j, 2*(g*K+k)]
 //   px = j*sw - pad_left + kx*dw + offset[n,i,j, 2*(g*K+k)+1],   k = ky*KW + kx

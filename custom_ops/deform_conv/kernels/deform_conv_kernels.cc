@@ -1,43 +1,17 @@
-// CPU kernels of the modulated deformable convolution (DCNv2), and the
-// OpKernel classes that validate inputs and dispatch to the CPU or CUDA
-// functor.
-//
-// Forward: the output pixels (flattened over batch and rows) are cut into
-// tiles of about kTileElements column-buffer elements. A tile is
-// deformable-im2col'ed into a thread-local column buffer [tile, KH*KW*Cin] and
-// multiplied with the kernel (one Eigen GEMM per weight group), tiles running
-// in parallel on TensorFlow's intra-op pool. Scratch memory: one tile buffer
-// per concurrently running task, i.e. at most
-// (intra-op threads) x kTileElements elements (512 KiB each in float32).
-//
-// Backward: the tiles are split into R = (intra-op threads, at most one per
-// kMinBandRows output rows) contiguous ranges, one task each. For a tile, range r computes dcol = dy W^T into its
-// tile buffer, then in one pass over x the tile's column buffer, the mask and
-// offset gradients (each pixel's own, so race-free) and the input gradient,
-// and finally dW_r += col^T dy, db_r += sum dy into its own accumulators.
-// The input gradient is a scatter (offsets may point anywhere), made
-// race-free without atomics or per-thread copies of dx: range r owns a band
-// of input rows (those around the output rows it processes) and adds into
-// them directly; a bilinear corner in another range's band is queued and
-// added by the owner after the round. With the usual small offsets almost
-// nothing is queued. A round ends when every range is done or its queue
-// could not take another tile; queues are bounded by kQueueBytes in all (or
-// one tile's worst case, 4 x tile buffer, per range if that is larger).
-// dW and db are summed over the ranges in a fixed order at the end. Tiles,
-// ranges, bands and round boundaries depend only on the data, the shapes and
-// the pool size, so results are bit-identical run to run. Scratch: per range
-// two tile buffers, one copy of the kernel and its queue.
+// OpKernels of the modulated deformable convolution (DCNv2) and its gradient:
+// they validate the inputs against the attributes (deform_conv_shape.h, the
+// rules the shape function uses too), allocate the outputs and dispatch to
+// the CPU functor (deform_conv_cpu.cc) or the CUDA one
+// (deform_conv_kernels.cu.cc).
 #define EIGEN_USE_THREADS
-
-#include "deform_conv/kernels/deform_conv_kernels.h"
 
 #include <algorithm>
 #include <cstdlib>
-#include <memory>
 #include <string>
-#include <vector>
 
-#include "Eigen/Core"
+#include "deform_conv/kernels/deform_conv_cpu.h"
+#include "deform_conv/kernels/deform_conv_kernels.h"
+#include "deform_conv/kernels/deform_conv_shape.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -49,500 +23,36 @@ namespace tfdeblur {
 
 using CPUDevice = Eigen::ThreadPoolDevice;
 using GPUDevice = Eigen::GpuDevice;
-using tfdeblur_dcn::Bilinear;
-using tfdeblur_dcn::SetupBilinear;
 
 namespace {
 
-constexpr int64_t kTileElements = int64_t{1} << 17;
-constexpr int64_t kMinTilePixels = 16;
-constexpr int64_t kQueueBytes = int64_t{64} << 20;
-constexpr int64_t kMinBandRows = 8;
+constexpr const char* kOp = kDeformConvOp;
 
-template <typename T>
-using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using MatrixMap = Eigen::Map<RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <typename T>
-using ConstMatrixMap = Eigen::Map<const RowMatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-
-int64_t TilePixels(const DeformConvGeometry& g) {
-  const int64_t elements = g.tile_elements > 0 ? g.tile_elements : kTileElements;
-  const int64_t min_pixels = g.tile_elements > 0 ? 1 : kMinTilePixels;
-  return std::max<int64_t>(min_pixels, elements / std::max<int64_t>(1, g.col_width()));
-}
-
-int64_t NumRanges(const CPUDevice& d) { return std::max(1, d.numThreads()); }
-
-// A big cost per unit so that Eigen's ParallelFor gives every unit its own
-// task: our units are already coarse (a tile or a whole range of tiles).
-Eigen::TensorOpCost CoarseCost(double flops) {
-  return Eigen::TensorOpCost(flops, flops, flops * 2);
-}
-
-// Sample (pixel p = (n, i, j), offset group dg, tap k): bilinear corners of
-// its position and its mask value. False when the sample reads zeros only.
-template <typename T>
-bool Locate(const DeformConvGeometry& g, const T* offset, const T* mask, int64_t p, int64_t i,
-            int64_t j, int64_t dg, int64_t k, Bilinear<T>* b, T* m) {
-  const int64_t slot = dg * g.taps() + k;
-  const T* o = offset + p * 2 * g.dgroups * g.taps() + 2 * slot;
-  const int64_t ky = k / g.kw, kx = k - ky * g.kw;
-  const T py = static_cast<T>(i * g.sh - g.pad_top + ky * g.dh) + o[0];
-  const T px = static_cast<T>(j * g.sw - g.pad_left + kx * g.dw) + o[1];
-  *m = mask[p * g.dgroups * g.taps() + slot];
-  return SetupBilinear<T>(py, px, g.h, g.w, b);
-}
-
-// Calls fn(c_begin, c_end) for the runs of channels [c0, c1) that lie within
-// one weight group (the column buffer is contiguous only within a group).
-template <typename Fn>
-void ForEachRun(const DeformConvGeometry& g, int64_t c0, int64_t c1, Fn fn) {
-  const int64_t cg = g.cg();
-  for (int64_t c = c0; c < c1;) {
-    const int64_t end = std::min(c1, (c / cg + 1) * cg);
-    fn(c, end);
-    c = end;
-  }
-}
-
-// Deformable im2col of pixels [p0, p1) into col ([p1 - p0] rows).
-template <typename T>
-void Im2Col(const DeformConvGeometry& g, const T* x, const T* offset, const T* mask, int64_t p0,
-            int64_t p1, T* col) {
-  const int64_t rows = p1 - p0, hw = g.ho * g.wo, C = g.cin, cdg = g.cdg();
-  for (int64_t p = p0; p < p1; ++p) {
-    const int64_t n = p / hw, i = (p - n * hw) / g.wo, j = p - n * hw - i * g.wo;
-    const T* xn = x + n * g.h * g.w * C;
-    for (int64_t dg = 0; dg < g.dgroups; ++dg) {
-      for (int64_t k = 0; k < g.taps(); ++k) {
-        Bilinear<T> b;
-        T m;
-        const bool valid = Locate(g, offset, mask, p, i, j, dg, k, &b, &m);
-        ForEachRun(g, dg * cdg, (dg + 1) * cdg, [&](int64_t c0, int64_t c1) {
-          T* __restrict__ dst = col + g.col_index(rows, p - p0, k, c0);
-          const int64_t len = c1 - c0;
-          if (!valid) {
-            std::fill(dst, dst + len, T(0));
-          } else if (b.all_inside) {
-            const T* __restrict__ v0 = xn + b.offset[0] * C + c0;
-            const T* __restrict__ v1 = xn + b.offset[1] * C + c0;
-            const T* __restrict__ v2 = xn + b.offset[2] * C + c0;
-            const T* __restrict__ v3 = xn + b.offset[3] * C + c0;
-            const T w0 = m * b.weight[0], w1 = m * b.weight[1], w2 = m * b.weight[2],
-                    w3 = m * b.weight[3];
-            for (int64_t t = 0; t < len; ++t) {
-              dst[t] = w0 * v0[t] + w1 * v1[t] + w2 * v2[t] + w3 * v3[t];
-            }
-          } else {
-            std::fill(dst, dst + len, T(0));
-            for (int q = 0; q < 4; ++q) {
-              if (!b.inside[q]) continue;
-              const T* __restrict__ v = xn + b.offset[q] * C + c0;
-              const T wq = m * b.weight[q];
-              for (int64_t t = 0; t < len; ++t) dst[t] += wq * v[t];
-            }
-          }
-        });
-      }
-    }
-  }
-}
-
-// One run of channels of one sample in the backward pass: writes the column
-// buffer (m * value) and adds the sample's share of d(mask) (sum dc * value) and
-// of d(py), d(px) (sum dc * dvalue/dp) to acc[0..2]. Eight independent partial
-// sums per quantity let the compiler vectorise the reductions.
-template <typename T>
-void SampleRunBackward(int64_t len, const T* __restrict__ v0, const T* __restrict__ v1,
-                       const T* __restrict__ v2, const T* __restrict__ v3,
-                       const T* __restrict__ dc, T* __restrict__ col, const Bilinear<T>& b,
-                       T m, T* acc) {
-  constexpr int L = 8;
-  const T w0 = b.weight[0], w1 = b.weight[1], w2 = b.weight[2], w3 = b.weight[3];
-  const T y0 = b.dwy[0], y1 = b.dwy[1], y2 = b.dwy[2], y3 = b.dwy[3];
-  const T x0 = b.dwx[0], x1 = b.dwx[1], x2 = b.dwx[2], x3 = b.dwx[3];
-  T am[L] = {}, ay[L] = {}, ax[L] = {};
-  int64_t t = 0;
-  for (; t + L <= len; t += L) {
-    for (int l = 0; l < L; ++l) {
-      const T a0 = v0[t + l], a1 = v1[t + l], a2 = v2[t + l], a3 = v3[t + l];
-      const T d = dc[t + l];
-      const T val = w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3;
-      col[t + l] = m * val;
-      am[l] += d * val;
-      ay[l] += d * (y0 * a0 + y1 * a1 + y2 * a2 + y3 * a3);
-      ax[l] += d * (x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3);
-    }
-  }
-  for (; t < len; ++t) {
-    const T a0 = v0[t], a1 = v1[t], a2 = v2[t], a3 = v3[t];
-    const T d = dc[t];
-    const T val = w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3;
-    col[t] = m * val;
-    am[0] += d * val;
-    ay[0] += d * (y0 * a0 + y1 * a1 + y2 * a2 + y3 * a3);
-    ax[0] += d * (x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3);
-  }
-  for (int l = 0; l < L; ++l) {
-    acc[0] += am[l];
-    acc[1] += ay[l];
-    acc[2] += ax[l];
-  }
-}
-
-// Input-gradient contributions that a range could not write itself: `len`
-// values at values[pos] to be added to dx[dst].
-struct Overflow {
-  int64_t dst, pos, len;
+// Scratch limits of the functors (0 = their defaults). Testing knobs: small
+// limits make small test shapes run through many tiles, ranges and chunks
+// (the paths large images take).
+struct DeformConvTuning {
+  int64_t tile_elements = 0;  // TFDEBLUR_DCN_TILE_ELEMENTS
+  int64_t scratch_bytes = 0;  // TFDEBLUR_DCN_SCRATCH_BYTES
+  int64_t ranges = 0;         // TFDEBLUR_DCN_RANGES (at most 1024)
 };
 
-// Scratch of one range of tiles in the backward pass. The range owns dx rows
-// [own_lo, own_hi) (flattened n * H + y) and writes them directly; a corner
-// in another range's rows is queued in bucket[owner] and added after the
-// round, when no range is writing.
-template <typename T>
-struct RangeState {
-  int64_t tile_begin = 0, tile_end = 0, cursor = 0;
-  int64_t own_lo = 0, own_hi = 0;
-  std::unique_ptr<T[]> col, dcol;
-  std::vector<T> values;
-  std::vector<std::vector<Overflow>> buckets;
-  T* dw = nullptr;  // kernel gradient accumulator, then bias gradient (cout)
-};
-
-// Backward over x for pixels [p0, p1) of range `rs`: the tile's column buffer
-// (for dW), the mask and offset gradients (each pixel's own) and the input
-// gradient (direct into owned rows, else queued). `bounds` holds the R + 1
-// row boundaries of the ranges' bands; `zeros` at least cdg zeros.
-template <typename T>
-void SampleBackward(const DeformConvGeometry& g, const T* x, const T* offset, const T* mask,
-                    int64_t p0, int64_t p1, const std::vector<int64_t>& bounds,
-                    const T* zeros, RangeState<T>* rs, T* doffset, T* dmask, T* dx) {
-  const int64_t rows = p1 - p0, hw = g.ho * g.wo, C = g.cin, cdg = g.cdg();
-  const T* col_dc = rs->dcol.get();
-  T* col = rs->col.get();
-  for (int64_t p = p0; p < p1; ++p) {
-    const int64_t n = p / hw, i = (p - n * hw) / g.wo, j = p - n * hw - i * g.wo;
-    const T* xn = x + n * g.h * g.w * C;
-    T* dxn = dx + n * g.h * g.w * C;
-    for (int64_t dg = 0; dg < g.dgroups; ++dg) {
-      for (int64_t k = 0; k < g.taps(); ++k) {
-        const int64_t slot = dg * g.taps() + k;
-        T* dm = dmask + p * g.dgroups * g.taps() + slot;
-        T* doff = doffset + p * 2 * g.dgroups * g.taps() + 2 * slot;
-        Bilinear<T> b;
-        T m;
-        if (!Locate(g, offset, mask, p, i, j, dg, k, &b, &m)) {
-          ForEachRun(g, dg * cdg, (dg + 1) * cdg, [&](int64_t c0, int64_t c1) {
-            T* dst = col + g.col_index(rows, p - p0, k, c0);
-            std::fill(dst, dst + (c1 - c0), T(0));
-          });
-          *dm = T(0);
-          doff[0] = doff[1] = T(0);
-          continue;
-        }
-        // Owner of each corner's dx row: this range (-1) or another one.
-        int owner[4];
-        for (int q = 0; q < 4; ++q) {
-          owner[q] = -1;
-          if (!b.inside[q]) continue;
-          const int64_t row = n * g.h + b.offset[q] / g.w;
-          if (row < rs->own_lo || row >= rs->own_hi) {
-            owner[q] = static_cast<int>(
-                std::upper_bound(bounds.begin(), bounds.end(), row) - bounds.begin() - 1);
-          }
-        }
-        T acc[3] = {T(0), T(0), T(0)};
-        ForEachRun(g, dg * cdg, (dg + 1) * cdg, [&](int64_t c0, int64_t c1) {
-          const int64_t len = c1 - c0;
-          const T* v[4];
-          for (int q = 0; q < 4; ++q) v[q] = b.inside[q] ? xn + b.offset[q] * C + c0 : zeros;
-          const T* dc = col_dc + g.col_index(rows, p - p0, k, c0);
-          SampleRunBackward(len, v[0], v[1], v[2], v[3], dc,
-                            col + g.col_index(rows, p - p0, k, c0), b, m, acc);
-          for (int q = 0; q < 4; ++q) {
-            if (!b.inside[q]) continue;
-            const T wq = m * b.weight[q];
-            const int64_t dst = b.offset[q] * C + c0;
-            if (owner[q] < 0) {
-              T* __restrict__ out = dxn + dst;
-              for (int64_t t = 0; t < len; ++t) out[t] += wq * dc[t];
-            } else {
-              const int64_t pos = static_cast<int64_t>(rs->values.size());
-              rs->values.resize(pos + len);
-              T* __restrict__ out = rs->values.data() + pos;
-              for (int64_t t = 0; t < len; ++t) out[t] = wq * dc[t];
-              rs->buckets[owner[q]].push_back({n * g.h * g.w * C + dst, pos, len});
-            }
-          }
-        });
-        *dm = acc[0];
-        doff[0] = m * acc[1];
-        doff[1] = m * acc[2];
-      }
-    }
-  }
-}
-
-template <typename T>
-std::unique_ptr<T[]> Scratch(int64_t elements) {
-  return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(elements, 1))]);
-}
-
-}  // namespace
-
-template <typename T>
-struct ModulatedDeformConvForward<CPUDevice, T> {
-  absl::Status operator()(OpKernelContext* ctx, const DeformConvGeometry& g, const T* x,
-                          const T* offset, const T* mask, const T* kernel, const T* bias,
-                          T* y) {
-    const CPUDevice& d = ctx->eigen_device<CPUDevice>();
-    const int64_t P = g.pixels(), tile = TilePixels(g), tiles = (P + tile - 1) / tile;
-    const int64_t kcg = g.taps() * g.cg(), cog = g.cog();
-    const double flops = static_cast<double>(tile) * g.col_width() * (g.cog() + 4);
-    d.parallelFor(tiles, CoarseCost(flops), [&](Eigen::Index begin, Eigen::Index end) {
-      auto col = Scratch<T>(tile * g.col_width());
-      for (Eigen::Index t = begin; t < end; ++t) {
-        const int64_t p0 = t * tile, p1 = std::min(P, p0 + tile), rows = p1 - p0;
-        Im2Col(g, x, offset, mask, p0, p1, col.get());
-        for (int64_t gi = 0; gi < g.groups; ++gi) {
-          ConstMatrixMap<T> a(col.get() + gi * rows * kcg, rows, kcg, Eigen::OuterStride<>(kcg));
-          ConstMatrixMap<T> w(kernel + gi * cog, kcg, cog, Eigen::OuterStride<>(g.cout));
-          MatrixMap<T> out(y + p0 * g.cout + gi * cog, rows, cog, Eigen::OuterStride<>(g.cout));
-          out.noalias() = a * w;
-        }
-        if (g.has_bias) {
-          MatrixMap<T> out(y + p0 * g.cout, rows, g.cout, Eigen::OuterStride<>(g.cout));
-          out.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, g.cout);
-        }
-      }
-    });
-    return absl::OkStatus();
-  }
-};
-
-template <typename T>
-struct ModulatedDeformConvBackward<CPUDevice, T> {
-  absl::Status operator()(OpKernelContext* ctx, const DeformConvGeometry& g, const T* x,
-                          const T* offset, const T* mask, const T* kernel, const T* dy, T* dx,
-                          T* doffset, T* dmask, T* dkernel, T* dbias) {
-    const CPUDevice& d = ctx->eigen_device<CPUDevice>();
-    const int64_t P = g.pixels(), cw = g.col_width();
-    const int64_t kcg = g.taps() * g.cg(), cog = g.cog();
-    const int64_t kernel_size = kcg * g.cout, part_len = kernel_size + g.cout;
-    // At least kMinBandRows output rows per range: thinner bands would queue
-    // most corners (offsets and kernel reach several rows beyond a band).
-    const int64_t R = g.ranges > 0 ? g.ranges
-                                   : std::max<int64_t>(1, std::min<int64_t>(
-                                         NumRanges(d), g.n * g.ho / kMinBandRows));
-    const int64_t tile = TilePixels(g), tiles = (P + tile - 1) / tile;
-    // Queued values of one range: its share of the budget, but at least what
-    // one tile can queue (4 corners per sample).
-    const int64_t budget = g.scratch_bytes > 0 ? g.scratch_bytes : kQueueBytes;
-    const int64_t tile_worst = 4 * tile * cw;
-    const int64_t cap = std::max(tile_worst, budget / R / static_cast<int64_t>(sizeof(T)));
-
-    const int64_t x_size = g.n * g.h * g.w * g.cin;
-    d.parallelFor(x_size, Eigen::TensorOpCost(0, sizeof(T), 1),
-                  [&](Eigen::Index b, Eigen::Index e) { std::fill(dx + b, dx + e, T(0)); });
-
-    Tensor parts_tensor;
-    TF_RETURN_IF_ERROR(ctx->allocate_temp(DataTypeToEnum<T>::value,
-                                          TensorShape({R * part_len}), &parts_tensor));
-    T* parts = parts_tensor.flat<T>().data();  // per range: dW, then db
-    std::fill(parts, parts + R * part_len, T(0));
-    std::vector<T> zeros(static_cast<size_t>(g.cdg()), T(0));
-
-    // Range r takes tiles [T*r/R, T*(r+1)/R) and owns the input rows from the
-    // centre row of its first pixel's receptive field to the next range's.
-    const int64_t hw = g.ho * g.wo;
-    std::vector<int64_t> bounds(R + 1);
-    for (int64_t r = 0; r <= R; ++r) {
-      const int64_t p = std::min(P, tiles * r / R * tile);
-      if (r == 0) {
-        bounds[r] = 0;
-      } else if (r == R || p >= P) {
-        bounds[r] = g.n * g.h;
-      } else {
-        const int64_t n = p / hw, i = (p - n * hw) / g.wo;
-        const int64_t centre = i * g.sh - g.pad_top + (g.kh - 1) * g.dh / 2;
-        bounds[r] = n * g.h + std::min<int64_t>(g.h, std::max<int64_t>(0, centre));
-      }
-    }
-    std::vector<RangeState<T>> ranges(R);
-    for (int64_t r = 0; r < R; ++r) {
-      RangeState<T>& rs = ranges[r];
-      rs.tile_begin = rs.cursor = tiles * r / R;
-      rs.tile_end = tiles * (r + 1) / R;
-      rs.own_lo = bounds[r];
-      rs.own_hi = bounds[r + 1];
-      rs.buckets.resize(R);
-      rs.dw = parts + r * part_len;
-    }
-
-    const double tile_flops = static_cast<double>(tile) * cw * (3.0 * g.cog() + 24.0);
-    // Rounds: every range runs until done or until its queue could overflow
-    // on the next tile; then the queues are added into dx, parallel over the
-    // owning range, in source-range order. Round boundaries depend on the
-    // data only, so the summation order (and the result) is reproducible.
-    for (;;) {
-      bool pending = false;
-      for (const auto& rs : ranges) pending = pending || rs.cursor < rs.tile_end;
-      if (!pending) break;
-      d.parallelFor(R, CoarseCost(tile_flops * std::max<int64_t>(1, tiles / R)),
-                    [&](Eigen::Index rb, Eigen::Index re) {
-        for (Eigen::Index r = rb; r < re; ++r) {
-          RangeState<T>& rs = ranges[r];
-          if (rs.cursor >= rs.tile_end) continue;
-          if (!rs.col) {
-            rs.col = Scratch<T>(tile * cw);
-            rs.dcol = Scratch<T>(tile * cw);
-          }
-          T* db = rs.dw + kernel_size;
-          while (rs.cursor < rs.tile_end &&
-                 static_cast<int64_t>(rs.values.size()) + tile_worst <= cap) {
-            const int64_t p0 = rs.cursor * tile, p1 = std::min(P, p0 + tile), rows = p1 - p0;
-            for (int64_t gi = 0; gi < g.groups; ++gi) {
-              ConstMatrixMap<T> dyg(dy + p0 * g.cout + gi * cog, rows, cog,
-                                    Eigen::OuterStride<>(g.cout));
-              ConstMatrixMap<T> w(kernel + gi * cog, kcg, cog, Eigen::OuterStride<>(g.cout));
-              MatrixMap<T> dc(rs.dcol.get() + gi * rows * kcg, rows, kcg,
-                              Eigen::OuterStride<>(kcg));
-              dc.noalias() = dyg * w.transpose();
-            }
-            SampleBackward(g, x, offset, mask, p0, p1, bounds, zeros.data(), &rs, doffset,
-                           dmask, dx);
-            for (int64_t gi = 0; gi < g.groups; ++gi) {
-              ConstMatrixMap<T> a(rs.col.get() + gi * rows * kcg, rows, kcg,
-                                  Eigen::OuterStride<>(kcg));
-              ConstMatrixMap<T> dyg(dy + p0 * g.cout + gi * cog, rows, cog,
-                                    Eigen::OuterStride<>(g.cout));
-              MatrixMap<T> dwg(rs.dw + gi * cog, kcg, cog, Eigen::OuterStride<>(g.cout));
-              dwg.noalias() += a.transpose() * dyg;
-            }
-            if (g.has_bias) {
-              ConstMatrixMap<T> dyt(dy + p0 * g.cout, rows, g.cout,
-                                    Eigen::OuterStride<>(g.cout));
-              Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(db, g.cout) +=
-                  dyt.colwise().sum();
-            }
-            ++rs.cursor;
-          }
-        }
-      });
-      int64_t queued = 0;
-      for (const auto& rs : ranges) queued += static_cast<int64_t>(rs.values.size());
-      if (queued == 0) continue;
-      d.parallelFor(R, CoarseCost(static_cast<double>(queued) / R * 2),
-                    [&](Eigen::Index ob, Eigen::Index oe) {
-        for (Eigen::Index owner = ob; owner < oe; ++owner) {
-          for (int64_t r = 0; r < R; ++r) {
-            const RangeState<T>& src = ranges[r];
-            for (const Overflow& o : src.buckets[owner]) {
-              T* __restrict__ out = dx + o.dst;
-              const T* __restrict__ in = src.values.data() + o.pos;
-              for (int64_t t = 0; t < o.len; ++t) out[t] += in[t];
-            }
-          }
-        }
-      });
-      for (auto& rs : ranges) {
-        rs.values.clear();
-        for (auto& bucket : rs.buckets) bucket.clear();
-      }
-    }
-
-    // Sum the per-range parts in range order (deterministic).
-    const int64_t out_len = kernel_size + (g.has_bias ? g.cout : 0);
-    d.parallelFor(out_len, Eigen::TensorOpCost(R * sizeof(T), sizeof(T), R),
-                  [&](Eigen::Index b, Eigen::Index e) {
-                    for (Eigen::Index q = b; q < e; ++q) {
-                      T s = parts[q];
-                      for (int64_t r = 1; r < R; ++r) s += parts[r * part_len + q];
-                      if (q < kernel_size) {
-                        dkernel[q] = s;
-                      } else {
-                        dbias[q - kernel_size] = s;
-                      }
-                    }
-                  });
-    return absl::OkStatus();
-  }
-};
-
-namespace {
-
-constexpr char kOp[] = "ModulatedDeformConv2D: ";
-
-struct DeformConvAttrs {
-  std::vector<int32> strides, dilations, explicit_paddings;
-  std::string padding;
-  int64_t groups = 1, dgroups = 1;
-};
-
-absl::Status ReadAttrs(OpKernelConstruction* ctx, DeformConvAttrs* a) {
-  TF_RETURN_IF_ERROR(ctx->GetAttr("strides", &a->strides));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("dilations", &a->dilations));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("padding", &a->padding));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("explicit_paddings", &a->explicit_paddings));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("groups", &a->groups));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("deformable_groups", &a->dgroups));
-  if (a->strides.size() != 2 || a->strides[0] < 1 || a->strides[1] < 1) {
-    return errors::InvalidArgument(kOp, "strides must be 2 positive ints");
-  }
-  if (a->dilations.size() != 2 || a->dilations[0] < 1 || a->dilations[1] < 1) {
-    return errors::InvalidArgument(kOp, "dilations must be 2 positive ints");
-  }
-  if (a->padding == "EXPLICIT") {
-    if (a->explicit_paddings.size() != 4) {
-      return errors::InvalidArgument(kOp, "padding EXPLICIT needs explicit_paddings = [top, "
-                                     "bottom, left, right]");
-    }
-    for (int32 p : a->explicit_paddings) {
-      if (p < 0) return errors::InvalidArgument(kOp, "explicit_paddings must be >= 0");
-    }
-  } else if (!a->explicit_paddings.empty()) {
-    return errors::InvalidArgument(kOp, "explicit_paddings must be empty unless padding is "
-                                   "EXPLICIT");
-  }
-  return absl::OkStatus();
-}
-
-// Output length and padding before along one axis.
-absl::Status AxisGeometry(const DeformConvAttrs& a, int axis, int64_t size, int64_t k,
-                          const char* side, int64_t* out, int* pad_before) {
-  const int64_t s = a.strides[axis], d = a.dilations[axis], eff = (k - 1) * d + 1;
-  if (size < 1) return errors::InvalidArgument(kOp, "x must have a non-empty ", side);
-  int64_t len = 0, before = 0;
-  if (a.padding == "SAME") {
-    len = (size + s - 1) / s;
-    before = std::max<int64_t>((len - 1) * s + eff - size, 0) / 2;
-  } else if (a.padding == "VALID") {
-    len = size >= eff ? (size - eff) / s + 1 : 0;
-  } else {
-    before = a.explicit_paddings[2 * axis];
-    const int64_t padded = size + before + a.explicit_paddings[2 * axis + 1];
-    len = padded >= eff ? (padded - eff) / s + 1 : 0;
-  }
-  if (len < 1) {
-    return errors::InvalidArgument(kOp, "x's ", side, " (", size,
-                                   ") is too small for the kernel with this padding and "
-                                   "dilation: the output ", side, " would be empty");
-  }
-  *out = len;
-  *pad_before = static_cast<int>(before);
-  return absl::OkStatus();
-}
-
-// Testing knobs: small limits make small test shapes run through many tiles
-// and chunks (the paths that large images take).
 int64_t EnvInt(const char* name) {
   const char* v = std::getenv(name);
   if (v == nullptr || *v == '\0') return 0;
   char* end = nullptr;
   const long long parsed = std::strtoll(v, &end, 10);
   return (end != nullptr && *end == '\0' && parsed > 0) ? static_cast<int64_t>(parsed) : 0;
+}
+
+// Read when a kernel is constructed, not on every call: a kernel keeps the
+// limits it was made with (TensorFlow reuses kernels across calls).
+DeformConvTuning TuningFromEnv() {
+  DeformConvTuning t;
+  t.tile_elements = EnvInt("TFDEBLUR_DCN_TILE_ELEMENTS");
+  t.scratch_bytes = EnvInt("TFDEBLUR_DCN_SCRATCH_BYTES");
+  t.ranges = std::min<int64_t>(EnvInt("TFDEBLUR_DCN_RANGES"), 1024);
+  return t;
 }
 
 absl::Status CheckRank(const Tensor& t, int rank, const char* name, const char* layout) {
@@ -553,9 +63,10 @@ absl::Status CheckRank(const Tensor& t, int rank, const char* name, const char* 
   return absl::OkStatus();
 }
 
-absl::Status Validate(const DeformConvAttrs& a, const Tensor& x, const Tensor& offset,
-                      const Tensor& mask, const Tensor& kernel, const Tensor& bias,
-                      DeformConvGeometry* g) {
+// Checks the inputs against each other and the attributes; fills `g`.
+absl::Status Validate(const DeformConvAttrs& a, const DeformConvTuning& tuning, const Tensor& x,
+                      const Tensor& offset, const Tensor& mask, const Tensor& kernel,
+                      const Tensor& bias, DeformConvGeometry* g) {
   TF_RETURN_IF_ERROR(CheckRank(x, 4, "x", "[N, H, W, Cin]"));
   TF_RETURN_IF_ERROR(CheckRank(offset, 4, "offset", "[N, Ho, Wo, 2*G*KH*KW]"));
   TF_RETURN_IF_ERROR(CheckRank(mask, 4, "mask", "[N, Ho, Wo, G*KH*KW]"));
@@ -599,15 +110,18 @@ absl::Status Validate(const DeformConvAttrs& a, const Tensor& x, const Tensor& o
                                    bias.shape().DebugString());
   }
   g->has_bias = bias.dim_size(0) != 0;
-  g->tile_elements = EnvInt("TFDEBLUR_DCN_TILE_ELEMENTS");
-  g->scratch_bytes = EnvInt("TFDEBLUR_DCN_SCRATCH_BYTES");
-  g->ranges = std::min<int64_t>(EnvInt("TFDEBLUR_DCN_RANGES"), 1024);
+  g->tile_elements = tuning.tile_elements;
+  g->scratch_bytes = tuning.scratch_bytes;
+  g->ranges = tuning.ranges;
   g->sh = a.strides[0];
   g->sw = a.strides[1];
   g->dh = a.dilations[0];
   g->dw = a.dilations[1];
-  TF_RETURN_IF_ERROR(AxisGeometry(a, 0, g->h, g->kh, "height", &g->ho, &g->pad_top));
-  TF_RETURN_IF_ERROR(AxisGeometry(a, 1, g->w, g->kw, "width", &g->wo, &g->pad_left));
+  int64_t pad_top = 0, pad_left = 0;
+  TF_RETURN_IF_ERROR(DeformConvOutputSize(a, 0, g->h, g->kh, "height", &g->ho, &pad_top));
+  TF_RETURN_IF_ERROR(DeformConvOutputSize(a, 1, g->w, g->kw, "width", &g->wo, &pad_left));
+  g->pad_top = static_cast<int>(pad_top);
+  g->pad_left = static_cast<int>(pad_left);
   const int64_t taps = g->dgroups * g->taps();
   const TensorShape want_offset({g->n, g->ho, g->wo, 2 * taps});
   const TensorShape want_mask({g->n, g->ho, g->wo, taps});
@@ -629,8 +143,9 @@ absl::Status Validate(const DeformConvAttrs& a, const Tensor& x, const Tensor& o
 template <typename Device, typename T>
 class ModulatedDeformConv2DOp : public OpKernel {
  public:
-  explicit ModulatedDeformConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadAttrs(ctx, &attrs_));
+  explicit ModulatedDeformConv2DOp(OpKernelConstruction* ctx)
+      : OpKernel(ctx), tuning_(TuningFromEnv()) {
+    OP_REQUIRES_OK(ctx, ReadDeformConvAttrs(ctx, &attrs_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -640,7 +155,7 @@ class ModulatedDeformConv2DOp : public OpKernel {
     const Tensor& kernel = ctx->input(3);
     const Tensor& bias = ctx->input(4);
     DeformConvGeometry g;
-    OP_REQUIRES_OK(ctx, Validate(attrs_, x, offset, mask, kernel, bias, &g));
+    OP_REQUIRES_OK(ctx, Validate(attrs_, tuning_, x, offset, mask, kernel, bias, &g));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx,
                    ctx->allocate_output(0, TensorShape({g.n, g.ho, g.wo, g.cout}), &y));
@@ -653,13 +168,15 @@ class ModulatedDeformConv2DOp : public OpKernel {
 
  private:
   DeformConvAttrs attrs_;
+  const DeformConvTuning tuning_;
 };
 
 template <typename Device, typename T>
 class ModulatedDeformConv2DGradOp : public OpKernel {
  public:
-  explicit ModulatedDeformConv2DGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadAttrs(ctx, &attrs_));
+  explicit ModulatedDeformConv2DGradOp(OpKernelConstruction* ctx)
+      : OpKernel(ctx), tuning_(TuningFromEnv()) {
+    OP_REQUIRES_OK(ctx, ReadDeformConvAttrs(ctx, &attrs_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -670,7 +187,7 @@ class ModulatedDeformConv2DGradOp : public OpKernel {
     const Tensor& bias = ctx->input(4);
     const Tensor& dy = ctx->input(5);
     DeformConvGeometry g;
-    OP_REQUIRES_OK(ctx, Validate(attrs_, x, offset, mask, kernel, bias, &g));
+    OP_REQUIRES_OK(ctx, Validate(attrs_, tuning_, x, offset, mask, kernel, bias, &g));
     const TensorShape y_shape({g.n, g.ho, g.wo, g.cout});
     OP_REQUIRES(ctx, dy.shape() == y_shape,
                 errors::InvalidArgument(kOp, "dy must have the output's shape ",
@@ -693,6 +210,7 @@ class ModulatedDeformConv2DGradOp : public OpKernel {
 
  private:
   DeformConvAttrs attrs_;
+  const DeformConvTuning tuning_;
 };
 
 #define REGISTER_CPU(T)                                                                       \

@@ -1,5 +1,5 @@
 // Schema of the modulated deformable convolution (DCNv2), NHWC.
-// Contract: shared/design/OPS.md section 2 (Zhu et al. CVPR 2019; used by
+// Contract: docs/ops.md section 2 (Zhu et al. CVPR 2019; used by
 // Yuan et al. CVPR 2020, sec. 3.2). Same meaning as torchvision's
 // deform_conv2d with a mask:
 //
@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "deform_conv/kernels/deform_conv_shape.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -25,7 +26,7 @@ using shape_inference::ShapeHandle;
 
 namespace {
 
-constexpr char kOp[] = "ModulatedDeformConv2D: ";
+constexpr const char* kOp = kDeformConvOp;
 
 absl::Status RequireRank(InferenceContext* c, int index, int rank, const char* name,
                          const char* layout, ShapeHandle* out) {
@@ -46,70 +47,10 @@ absl::Status MergeOrFail(InferenceContext* c, DimensionHandle a, DimensionHandle
   return absl::OkStatus();
 }
 
-struct Attrs {
-  std::vector<int32> strides, dilations, explicit_paddings;
-  std::string padding;
-  int64_t groups = 1, dgroups = 1;
-};
-
-absl::Status ReadAttrs(InferenceContext* c, Attrs* a) {
-  TF_RETURN_IF_ERROR(c->GetAttr("strides", &a->strides));
-  TF_RETURN_IF_ERROR(c->GetAttr("dilations", &a->dilations));
-  TF_RETURN_IF_ERROR(c->GetAttr("padding", &a->padding));
-  TF_RETURN_IF_ERROR(c->GetAttr("explicit_paddings", &a->explicit_paddings));
-  TF_RETURN_IF_ERROR(c->GetAttr("groups", &a->groups));
-  TF_RETURN_IF_ERROR(c->GetAttr("deformable_groups", &a->dgroups));
-  if (a->strides.size() != 2 || a->strides[0] < 1 || a->strides[1] < 1) {
-    return errors::InvalidArgument(kOp, "strides must be 2 positive ints");
-  }
-  if (a->dilations.size() != 2 || a->dilations[0] < 1 || a->dilations[1] < 1) {
-    return errors::InvalidArgument(kOp, "dilations must be 2 positive ints");
-  }
-  if (a->padding == "EXPLICIT") {
-    if (a->explicit_paddings.size() != 4) {
-      return errors::InvalidArgument(kOp, "padding EXPLICIT needs explicit_paddings = [top, "
-                                     "bottom, left, right], got ",
-                                     a->explicit_paddings.size(), " values");
-    }
-    for (int32 p : a->explicit_paddings) {
-      if (p < 0) return errors::InvalidArgument(kOp, "explicit_paddings must be >= 0");
-    }
-  } else if (!a->explicit_paddings.empty()) {
-    return errors::InvalidArgument(kOp, "explicit_paddings must be empty unless padding is "
-                                   "EXPLICIT");
-  }
-  return absl::OkStatus();
-}
-
-// Output length along one axis (-1 when the input length is unknown).
-absl::Status OutputLength(int64_t size, int64_t k, int64_t s, int64_t d, const Attrs& a,
-                          int axis, const char* side, int64_t* out) {
-  const int64_t eff = (k - 1) * d + 1;
-  int64_t len;
-  if (a.padding == "SAME") {
-    len = (size + s - 1) / s;
-  } else if (a.padding == "VALID") {
-    len = size >= eff ? (size - eff) / s + 1 : 0;
-  } else {
-    const int64_t padded = size + a.explicit_paddings[2 * axis] + a.explicit_paddings[2 * axis + 1];
-    len = padded >= eff ? (padded - eff) / s + 1 : 0;
-  }
-  if (size == 0) {
-    return errors::InvalidArgument(kOp, "x must have a non-empty ", side);
-  }
-  if (len < 1) {
-    return errors::InvalidArgument(kOp, "x's ", side, " (", size,
-                                   ") is too small for the kernel with this padding and "
-                                   "dilation: the output ", side, " would be empty");
-  }
-  *out = len;
-  return absl::OkStatus();
-}
-
 // Checks every input against x and the kernel; returns y's shape.
 absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
-  Attrs a;
-  TF_RETURN_IF_ERROR(ReadAttrs(c, &a));
+  DeformConvAttrs a;
+  TF_RETURN_IF_ERROR(ReadDeformConvAttrs(c, &a));
   ShapeHandle x, offset, mask, kernel, bias;
   TF_RETURN_IF_ERROR(RequireRank(c, 0, 4, "x", "[N, H, W, Cin]", &x));
   TF_RETURN_IF_ERROR(RequireRank(c, 1, 4, "offset", "[N, Ho, Wo, 2*G*KH*KW]", &offset));
@@ -157,15 +98,15 @@ absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
     TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(mask, 3), c->MakeDim(taps),
                                    "mask channels must be deformable_groups * KH * KW",
                                    &unused));
-    int64_t len;
+    int64_t len, unused_pad;
     if (c->ValueKnown(c->Dim(x, 1))) {
-      TF_RETURN_IF_ERROR(OutputLength(c->Value(c->Dim(x, 1)), khv, a.strides[0], a.dilations[0],
-                                      a, 0, "height", &len));
+      TF_RETURN_IF_ERROR(DeformConvOutputSize(a, 0, c->Value(c->Dim(x, 1)), khv, "height", &len,
+                                              &unused_pad));
       ho = c->MakeDim(len);
     }
     if (c->ValueKnown(c->Dim(x, 2))) {
-      TF_RETURN_IF_ERROR(OutputLength(c->Value(c->Dim(x, 2)), kwv, a.strides[1], a.dilations[1],
-                                      a, 1, "width", &len));
+      TF_RETURN_IF_ERROR(DeformConvOutputSize(a, 1, c->Value(c->Dim(x, 2)), kwv, "width", &len,
+                                              &unused_pad));
       wo = c->MakeDim(len);
     }
   }

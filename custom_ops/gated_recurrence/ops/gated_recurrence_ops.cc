@@ -1,5 +1,5 @@
 // Schema of the gated spatial recurrence (spatially variant RNN).
-// Contract: shared/design/OPS.md section 1 (Zhang et al. CVPR 2018, sec. 3).
+// Contract: docs/ops.md section 1 (Zhang et al. CVPR 2018, sec. 3).
 //
 //   h[t] = (1 - g[t]) * x[t] + g[t] * h[t-1],   h[-1] = 0
 //
