@@ -12,16 +12,15 @@ Deblurring a photo with a bundled trained model (see :mod:`tfdeblur.pretrained`)
     >>> model = tfdeblur.load("lmfn_bundled")         # a bundled name, or a .keras path
 
 ``import tfdeblur`` does not import TensorFlow; ``load`` and ``deblur`` do.
+It leaves the environment alone (no ``KERAS_BACKEND``, no TensorFlow log
+level): Keras's backend is the user's choice. SVRNN and SVDN, built on
+TensorFlow ops, need the TensorFlow backend (Keras's default) and say so when
+another one is active; LMFN runs on any (``KERAS_BACKEND=jax`` too).
 """
-
-import os as _os
-
-# Keras 3 must run on the TensorFlow backend: the compiled ops are TF ops.
-_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-from tfdeblur._api import deblur, load  # noqa: E402 - after the backend is chosen
+from tfdeblur._api import deblur, load
 from tfdeblur.evaluation import evaluate  # noqa: E402 - imports TensorFlow only when called
 
 __all__ = ["__version__", "deblur", "evaluate", "load"]
