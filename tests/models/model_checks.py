@@ -1,4 +1,4 @@
-"""Checks every tfdeblur network must pass (issue #4), shared by the model tests.
+"""Checks every tfdeblur network must pass, shared by the model tests.
 
 Each ``assert_*`` function takes a built ``keras.Model`` mapping ``[N, H, W,
 C]`` images to images of the same shape, possibly followed by further outputs

@@ -35,7 +35,7 @@ def test_paper_configuration_size():
 
 def test_layout_fits_every_table4_point():
     """LMFN Table 4: 1.15 / 1.18 / 1.22 / 1.25 / 1.28 / 1.31 M for 1-6 RFDBs; the
-    default layout is within 2.0 % of each (the issue asks for 5 %)."""
+    default layout is within 2.0 % of each."""
     counts = {b: lmfn(num_blocks=b).count_params() for b in range(1, 7)}
     for b, paper in PAPER_TABLE4_PARAMETERS.items():
         assert abs(counts[b] / paper - 1) < 0.021, (b, counts[b], paper)

@@ -21,7 +21,7 @@ def default_decoder_width(width: int) -> int:
     """The decoder (RFDB) width for an encoder of ``width`` channels: ``7 * width // 16``.
 
     28 channels at the paper's 64: each RFDB then has ~30 k parameters, the
-    increments of LMFN's Table 4 (see :func:`lmfn`). At least 4.
+    increments of LMFN's Table 4 (see ``docs/models.md``). At least 4.
     """
     return max(4, 7 * width // 16)
 
@@ -49,62 +49,13 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
     """Builds LMFN, the lightweight multi-information fusion deblurring network.
 
     Zhang, Liu, Li, Qi, Xu, Kong, Wang, "Image deblurring based on lightweight
-    multi-information fusion network" (sec. 3, Fig. 1). The defaults are the
-    paper's configuration, 1,265,360 parameters (paper: 1.25 M).
-
-    Encoder (multi-scale hierarchical fusion, MSHF): a 3x3 conv to ``width``
-    channels, then ``num_scales`` times a :class:`DownBlock` and a
-    :class:`ResidualBlock`, giving features at 1/2 ... 1/2**num_scales; from the
-    smallest up, each is bilinearly up-sampled to the next larger one and
-    added to it (:class:`UpsampleAdd`), ending in one fused feature at 1/2
-    resolution.
-
-    Decoder (multi-feature fusion distillation, MFFD), at 1/2 resolution: a
-    1x1 conv to ``decoder_width`` channels (when it differs from ``width``),
-    ``num_blocks`` chained :class:`ResidualFeatureDistillationBlock`;
-    :class:`AttentionLayerFusion` over all their outputs and
-    :class:`AttentionChannelFusion` over the last one; the two concatenated and
-    fused by a 1x1 conv + LeakyReLU(0.05) and a 3x3 conv back to ``width``,
-    plus the encoder's fused feature; a 3x3 conv to ``4 * channels`` and a
-    :class:`PixelShuffle` back to full resolution.
-
-    Layout, fitted to the paper's Table 4 (1.15 / 1.18 / 1.22 / 1.25 / 1.28 /
-    1.31 M parameters for 1-6 RFDBs, so ~30 k per RFDB and ~1.1 M outside
-    them): DeepDeblur's 5x5 residual blocks in the encoder and 28-channel
-    RFDBs (:func:`default_decoder_width`) fit every Table 4 point within
-    2.0 % (``tests/models/test_lmfn.py``); 64-channel RFDBs (155 k each) with
-    3x3 residual blocks, this package's first reading, miss by -30 % to
-    +22 % and remain available as ``decoder_width=64, resblock_kernel=3``
-    (``training/configs/lmfn_gopro_rfdb64.json``). A 1280x720 frame costs
-    244 GFLOPs (convolutions and matrix products; 423 with the 64-channel
-    decoder; ``benchmarks/bench_models.py``).
-
-    Other choices where the paper is silent (all from the works it builds
-    on): down-blocks as in EDVR's pyramid (strided 3x3 conv + 3x3 conv,
-    LeakyReLU 0.1); bilinear up-sampling in the encoder; the decoder tail
-    (1x1 fusion, 3x3 conv with a skip, pixel-shuffle reconstruction) as in
-    RFDN, whose blocks LMFN uses; ALFM and ACFM outputs concatenated before the
-    fusion conv, as HAN does with its layer and channel-spatial attention; a
-    global residual (output = input + reconstruction), as in most deblurring
-    networks; Keras' default initialisation (Glorot uniform, zero biases),
-    or with ``identity_init`` a zero reconstruction conv, so that the
-    untrained network returns its input exactly.
-
-    Input size: the image is reflect-padded at the bottom/right to a
-    multiple of ``2**num_scales`` inside the model and the output cropped
-    back. Height and width must be at least :func:`min_image_size` (17 with
-    four scales: the spatial attention needs 15 pixels at half the padded
-    size); a smaller side raises an error stating the minimum (ValueError,
-    or InvalidArgumentError when the size is only known at run time). Any
-    batch size, 0 included.
-
-    Input values: float images in [0, 1] (any float dtype; the model
-    computes in float32). Values outside [0, 1] are processed as they are,
-    neither clipped nor rejected, and the output is not clipped (clip it for
-    display). Integer images, a wrong rank or channel count, and NaN or Inf
-    values raise an error naming the input
-    (:class:`~tfdeblur.models.DeblurModel`). LMFN has no compiled op, so
-    Keras may compile it with XLA (``jit_compile``).
+    multi-information fusion network" (sec. 3, Fig. 1): a multi-scale
+    hierarchical fusion encoder and a decoder of residual feature
+    distillation blocks with attention fusion. The defaults are the paper's
+    configuration (1,265,360 parameters; paper: 1.25 M). The layout, the
+    choices where the paper is silent and the input contract (any size of at
+    least :func:`min_image_size`, any batch, float images in [0, 1]) are in
+    ``docs/models.md``. Runs on any Keras backend.
 
     Args:
         width: encoder feature channels (paper: 64), at least 4.
@@ -120,8 +71,8 @@ def lmfn(width: int = 64, num_scales: int = 4, num_blocks: int = 4,
             bias), so the untrained model returns its input (needs
             ``global_residual``).
         implementation: ``"auto" | "compiled" | "portable"``, accepted so that
-            all models share one interface; LMFN uses only stock TensorFlow
-            ops, so all three build the same network.
+            all models share one interface; LMFN has no compiled op, so all
+            three build the same network.
         input_shape: ``(H, W, C)``; ``None`` sides accept any size. The output
             has ``C`` channels as well.
         name: model name.

@@ -54,44 +54,13 @@ def svdn(width: int = 64,
 
     Yuan, Su, Ma, "Efficient Dynamic Scene Deblurring Using Spatially
     Variant Deconvolution Network with Optical Flow Guided Training", CVPR
-    2020, sec. 3.1-3.2. Backbone (:class:`~tfdeblur.layers.DilatedBackbone`:
-    one stride-2 conv, dilated 3x3 convs with rates 1, 2, 4, fusion into a
-    blur and a content feature) -> neck
-    (:class:`~tfdeblur.layers.FeatureDeconvolution`: two modulated
-    deformable 5x5 convolutions whose offsets and masks come from the blur
-    feature) -> head (:class:`~tfdeblur.layers.ReconstructionHead`:
-    transposed conv x2, conv to RGB) -> global skip: output = input +
-    residual. PReLU activations. The defaults (width 64, head width 32)
-    give 828,572 parameters (3.3 MB, 3.16 MiB of float32; paper: "nearly
-    0.8 M", 3.1 MB). A 1280x720 frame costs 385 GFLOPs (convolutions and the
-    DCNs' matrix products, ``benchmarks/bench_models.py``), nearly all at half
-    resolution; the paper's 0.01 s on a GTX 1080 Ti (11.3 TFLOPS) would need
-    fewer, so its timing may be for smaller frames.
-
-    Choices the paper leaves open (its Figure 3, with the backbone's exact
-    modules, is not in its text; the layers' docstrings give the details):
-    one 3x3 conv per dilation rate; the fusion module concatenates the
-    downsampled feature and every stage's output and fuses them with a 3x3
-    conv into ``2 * width`` channels, split in half into the blur and the
-    content feature; 3x3 offset convs; PReLU after each DCN; a 4x4
-    transposed conv; Xavier initialisation with zero biases (offset convs
-    included, not zero-initialised as in DCNv2's own layer); padding to an
-    even size (below). With ``identity_init`` the head's last conv (before
-    the global skip) starts at zero instead, so that the untrained network
-    returns its input exactly.
-
-    Input size: height and width are reflect-padded at the bottom/right to
-    an even size inside the model and the output is cropped back; every
-    side of at least :data:`MIN_SIZE` = 2 pixels works, a 1-pixel side
-    raises an error stating the minimum (ValueError, or InvalidArgumentError
-    when the size is only known at run time). Any batch size, 0 included.
-
-    Input values: float images in [0, 1] (any float dtype; the model
-    computes in float32). Values outside [0, 1] are processed as they are,
-    neither clipped nor rejected, and the output (input + residual) is not
-    clipped (clip it for display). Integer images, a wrong rank or channel
-    count, and NaN or Inf values raise an error naming the input
-    (:class:`~tfdeblur.models.DeblurModel`).
+    2020, sec. 3.1-3.2: a dilated backbone, a neck of two modulated
+    deformable convolutions steered by a blur feature, a reconstruction head
+    and a global skip (output = input + residual). The defaults give 828,572
+    parameters (paper: "nearly 0.8 M"). The layout, the choices the paper
+    leaves open and the input contract (any side of at least
+    :data:`MIN_SIZE` = 2, any batch, float images in [0, 1]) are in
+    ``docs/models.md``. Needs Keras's TensorFlow backend.
 
     Args:
         width: backbone width = blur and content feature channels = DCN

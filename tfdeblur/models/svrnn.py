@@ -36,42 +36,13 @@ def svrnn(width: int = 32,
 
     Zhang, Pan, Ren, Song, Bao, Lau, Yang, "Dynamic Scene Deblurring Using
     Spatially Variant Recurrent Neural Networks", CVPR 2018, sec. 3.2 and
-    Table 1. The defaults are the paper's configuration, 9,227,027
-    parameters (36.9 MB of float32; paper: 9.2 M, 37.1 MB):
-
-    - feature extraction: conv1 11x11 (``width / 2`` = 16), conv2 7x7
-      stride 2 (``width`` = 32), LeakyReLU(0.1) after each;
-    - weight generation (:class:`~tfdeblur.layers.WeightGenerationNetwork`,
-      on the blurry image): conv3-conv16 with VGG16 widths from
-      ``weight_width`` = 64, ending in ``num_rnns * 4 * width`` = 512 tanh
-      gates at half resolution;
-    - RNN deconvolution (:class:`~tfdeblur.layers.RNNDeconvolution`):
-      ``num_rnns`` = 4 four-direction spatial RNNs, each followed by a 3x3
-      fusion conv (conv17-conv20, ``width`` channels, LeakyReLU(0.1));
-    - reconstruction: ``[conv2, conv20]`` -> conv21 9x9 (``width / 2``) +
-      LeakyReLU(0.1) -> bilinear x2 -> ``[conv1, .]`` -> conv22 5x5 -> RGB,
-      no activation and no global residual (as in the paper).
-
-    Choices the paper leaves open: concatenations put the skip first (the
-    authors' net does); bilinear upsampling uses half-pixel centres
-    (``tf.image.resize``); the gates are used as the tanh gives them, in
-    (-1, 1); Xavier initialisation is Keras's ``glorot_uniform`` with zero
-    biases; padding to a multiple of 8 (below) rather than resizing, so the
-    three poolings of the weight-generation network are exact.
-
-    Input size: height and width are reflect-padded at the bottom/right to
-    a multiple of 8 inside the model and the output is cropped back, so
-    every side of at least :data:`MIN_SIZE` = 8 pixels works; a smaller one
-    raises an error stating the minimum (ValueError, or
-    InvalidArgumentError when the size is only known at run time). Any
-    batch size, 0 included.
-
-    Input values: float images in [0, 1] (any float dtype; the model
-    computes in float32). Values outside [0, 1] are processed as they are,
-    neither clipped nor rejected, and the output is not clipped (clip it for
-    display). Integer images, a wrong rank or channel count, and NaN or Inf
-    values raise an error naming the input
-    (:class:`~tfdeblur.models.DeblurModel`).
+    Table 1: a feature extractor, a weight-generation network that predicts
+    per-pixel RNN gates from the blurry image, four spatial RNNs and a
+    reconstruction. The defaults are the paper's configuration (9,227,027
+    parameters; paper: 9.2 M). The layout, the choices the paper leaves open
+    and the input contract (any side of at least :data:`MIN_SIZE` = 8, any
+    batch, float images in [0, 1]) are in ``docs/models.md``. Needs Keras's
+    TensorFlow backend.
 
     Args:
         width: channels of the RNN features (conv2, conv17-conv20); conv1
