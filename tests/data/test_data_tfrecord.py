@@ -93,10 +93,10 @@ def test_file_sharding_gives_each_worker_its_own_shards(prepared):
         # with every transform off, so that each sharp image can be recognised.
         ds = paired_dataset(prepared, shuffle=True, seed=1, augment=True, flip=False,
                             rotate=False, permute_channels=False)
-        options = tf.data.Options()
-        policy = tf.data.experimental.AutoShardPolicy.FILE  # fails rather than falls back
-        options.experimental_distribute.auto_shard_policy = policy
-        ds = distribute._AutoShardDataset(ds.with_options(options), num_workers=2, index=worker)
+        # The dataset's own policy (FILE fails rather than falls back to DATA).
+        policy = ds.options().experimental_distribute.auto_shard_policy
+        assert policy == tf.data.experimental.AutoShardPolicy.FILE
+        ds = distribute._AutoShardDataset(ds, num_workers=2, index=worker)
         got = sorted(index[s.tobytes()] for _, s in _elements(ds))
         seen.append(got)
     # Shards of pairs [0-2], [3-5], [6-8]: worker 0 reads shards 0 and 2, worker 1 shard 1.

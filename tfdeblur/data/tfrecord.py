@@ -15,9 +15,9 @@ record order, whether flows are stored). Each record is one pair:
   frame (:mod:`tfdeblur.data.flow`), float32 ``[H, W, 4]`` raw bytes.
 
 Reading decodes with TensorFlow's own ops (no Python in the graph), so a
-pipeline reading TFRecords can run on remote ``tf.data`` service workers, and
-``tf.data``'s FILE auto-sharding gives each worker of a
-``MultiWorkerMirroredStrategy`` its own shards (prepare at least as many
+pipeline reading TFRecords can run on remote ``tf.data`` service workers. The
+dataset's auto-shard policy is FILE: each worker of a
+``MultiWorkerMirroredStrategy`` reads its own shards (prepare at least as many
 shards as workers).
 """
 
@@ -294,4 +294,13 @@ def tfrecord_dataset(root: str, opts: _pipeline.DatasetOptions, *,
             opts = _pipeline.dataclasses.replace(opts, shuffle=buffer)
     else:
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
-    return _pipeline.assemble(ds, load, opts, manifest["pairs"], cache=cache, seeds="drawn")
+    ds = _pipeline.assemble(ds, load, opts, manifest["pairs"], cache=cache, seeds="drawn")
+    if opts.service is None:
+        # Per-file sharding under a multi-worker strategy (it stops with an error naming
+        # the counts when there are fewer shards than workers). Not with a service: the
+        # client's graph then reads no files.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.FILE
+        ds = ds.with_options(options)
+    return ds
