@@ -173,6 +173,148 @@ def test_saved_models_have_no_custom_ops_and_run_without_tfdeblur(models, saved_
         _close(np.load(tmp_path / f"y_{name}.npy"), np.asarray(model(x)))
 
 
+# What a TF Serving client sends and what the server does with it, without
+# tfdeblur: a PredictRequest (tensorflow-serving-api protos) for deblur_image, the
+# REST body of docs/deployment.md, and the warm-up records replayed.
+_SERVING_CLIENT = textwrap.dedent(r"""
+    import base64, json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    paths, folder = json.loads(sys.argv[1]), sys.argv[2]
+    report = {}
+
+    def serve(loaded, request):
+        # TF Serving: tensors from the request's protos, the signature, protos back.
+        request = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+        signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
+        outputs = signature(**{k: tf.constant(tf.make_ndarray(v))
+                               for k, v in request.inputs.items()})
+        response = predict_pb2.PredictResponse()
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+    for name, path in paths.items():
+        loaded = tf.saved_model.load(path)
+        with open(os.path.join(folder, name + ".json")) as f:
+            files = json.load(f)
+        data = []
+        for file in files:
+            with open(os.path.join(folder, file), "rb") as f:
+                data.append(f.read())
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = name
+        request.model_spec.signature_name = "deblur_image"
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(data[:-1],
+                                                                    dtype=tf.string))
+        pngs = serve(loaded, request)["png_bytes"]
+        for file, png in zip(files, pngs):
+            with open(os.path.join(folder, "out_" + name + "_" + file + ".png"), "wb") as f:
+                f.write(png)
+        body = json.dumps({"signature_name": "deblur_image",
+                           "instances": [{"b64": base64.b64encode(data[0]).decode()}]})
+        instances = [base64.b64decode(i["b64"]) for i in json.loads(body)["instances"]]
+        fn = loaded.signatures[json.loads(body)["signature_name"]]
+        rest = fn(image_bytes=tf.constant(instances))["png_bytes"].numpy()
+        errors = {}
+        cases = {"not_an_image": b"not an image", "too_small": data[-1],
+                 "wrong_width": tf.io.encode_png(np.zeros((24, 30, 3), np.uint8)).numpy()}
+        for case, item in cases.items():
+            try:
+                fn(image_bytes=tf.constant([data[0], item]))
+                errors[case] = None
+            except tf.errors.InvalidArgumentError as e:
+                errors[case] = e.message
+        warmup = []
+        records = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+        for record in tf.data.TFRecordDataset(records):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            request = log.predict_log.request
+            outputs = serve(loaded, request)
+            warmup.append({"signature": request.model_spec.signature_name,
+                           "inputs": {k: [tf.as_dtype(v.dtype).name,
+                                          [d.size for d in v.tensor_shape.dim]]
+                                      for k, v in request.inputs.items()},
+                           "outputs": {k: list(v.shape) for k, v in outputs.items()}})
+        report[name] = {"signatures": sorted(loaded.signatures), "rest_same": rest[0] == pngs[0],
+                        "errors": errors, "warmup": warmup}
+    report["tfdeblur_loaded"] = [m for m in sys.modules if m.startswith("tfdeblur")]
+    print(json.dumps(report))
+""")
+
+
+def _image_files(folder, name: str, h: int, w: int) -> list[str]:
+    """RGB, grey, grey+alpha, RGBA, 16-bit PNGs and a JPEG of one image, then a too small one."""
+    from tfdeblur.data.io import write_image
+
+    rgb = _real_or_synthetic(h, w)
+    alpha = np.linspace(0, 1, h * w).reshape(h, w, 1).astype("float32")
+    grey = rgb.mean(axis=2)
+    files = {"rgb.png": rgb, "grey.png": grey, "rgba.png": np.concatenate([rgb, alpha], 2),
+             "rgb16.png": rgb, "photo.jpg": rgb}
+    for file, img in files.items():
+        write_image(folder / f"{name}_{file}", img, bit_depth=16 if "16" in file else 8)
+    grey_alpha = np.rint(np.concatenate([grey[..., None], alpha], 2) * 255).astype(np.uint8)
+    (folder / f"{name}_grey_alpha.png").write_bytes(tf.io.encode_png(grey_alpha).numpy())
+    min_size = export._common._size_limits(_build(name))[1]
+    write_image(folder / f"{name}_small.png", rgb[:max(min_size - 1, 0)])
+    return [f"{name}_{f}" for f in (*files, "grey_alpha.png", "small.png")]
+
+
+@pytest.mark.slow
+def test_deblur_image_signature_warmup_and_predict_request(models, saved_models, tmp_path):
+    from tfdeblur.data.io import read_image
+    from tfdeblur.inference import deblur_image
+
+    sizes = {name: (23, 24 if name == "lmfn" else 29) for name in NAMES}
+    files = {name: _image_files(tmp_path, name, *size) for name, size in sizes.items()}
+    for name, names in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(names))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(TFDEBLUR_DISABLE_COMPILED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _SERVING_CLIENT,
+         json.dumps({k: str(v) for k, v in saved_models.items()}), str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report.pop("tfdeblur_loaded") == []
+    for name, model in models.items():
+        r, (h, w) = report[name], sizes[name]
+        assert r["signatures"] == ["deblur_image", "serving_default"] and r["rest_same"], r
+        assert "Unknown image file format" in r["errors"]["not_an_image"], r["errors"]
+        if export._common._size_limits(model)[1] > 1:
+            assert "at least" in r["errors"]["too_small"], r["errors"]
+        if name == "lmfn":  # exported for width 24 only
+            assert "image width must be 24" in r["errors"]["wrong_width"], r["errors"]
+        # One warm-up request per signature, small images; each ran.
+        fixed_w = 24 if name == "lmfn" else None
+        warm = {item["signature"]: item for item in r["warmup"]}
+        assert sorted(warm) == ["deblur_image", "serving_default"] and len(r["warmup"]) == 2
+        dtype, shape = warm["serving_default"]["inputs"]["blurry"]
+        assert dtype == "float32" and shape[0] == 1 and shape[3] == 3 and max(shape[1:3]) <= 32
+        assert fixed_w is None or shape[2] == fixed_w
+        assert warm["serving_default"]["outputs"] == {"sharp": shape}
+        assert warm["deblur_image"]["inputs"] == {"image_bytes": ["string", [1]]}
+        assert warm["deblur_image"]["outputs"] == {"png_bytes": [1]}
+        for file in files[name][:-1]:
+            png = (tmp_path / f"out_{name}_{file}.png").read_bytes()
+            assert png.startswith(b"\x89PNG"), file
+            got = tf.io.decode_png(png, channels=0).numpy()
+            # What `tfdeblur deblur` writes for it (8 bits): same layout, within a level.
+            want = deblur_image(model, read_image(tmp_path / file, as_stored=True))
+            want = np.rint(want.reshape(h, w, -1) * 255)
+            assert got.dtype == np.uint8 and got.shape == want.shape, (file, got.shape)
+            diff = np.abs(got.astype(float) - want)
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (name, file, diff.max())
+        channels = {f.split("_", 1)[1]: tf.io.decode_png(
+            (tmp_path / f"out_{name}_{f}.png").read_bytes()).shape[2] for f in files[name][:-1]}
+        assert channels == {"rgb.png": 3, "grey.png": 1, "rgba.png": 4, "rgb16.png": 3,
+                            "photo.jpg": 3, "grey_alpha.png": 4}, channels
+
+
 @pytest.mark.parametrize("name", [
     "svrnn", "svdn", "lmfn"])
 def test_tflite_builtins_only_matches_keras(models, tmp_path, name):

@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 def _deblur_one(serve, data, channels: int, fixed: tuple) -> tf.Tensor:
     """One encoded image to one PNG, as ``tfdeblur deblur`` treats grey and alpha."""
-    img = tf.io.decode_image(data, channels=0, dtype=tf.float32, expand_animations=False)
+    # JPEG with the accurate integer DCT, as libjpeg's default (OpenCV, PIL) decodes it;
+    # TensorFlow's default fast DCT differs from it by up to a few levels.
+    img = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.cast(tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE"),
+                        tf.float32) / 255.0,
+        lambda: tf.io.decode_image(data, channels=0, dtype=tf.float32, expand_animations=False))
     shape = tf.shape(img)
     checks = [tf.debugging.assert_equal(shape[i], n, message=f"image {side} must be {n} "
                                         f"pixels: this SavedModel was exported for a fixed {side}")

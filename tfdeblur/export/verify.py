@@ -104,6 +104,7 @@ def image_cases(x: np.ndarray, channels: int) -> dict[str, tuple[bytes, np.ndarr
     for a 3-channel model RGB, grey, grey with alpha, RGBA, 16-bit RGB PNGs and
     a JPEG; for a 1-channel model a grey PNG.
     """
+    import cv2  # tfdeblur's image reader decodes with OpenCV
     import tensorflow as tf
 
     rgb8 = np.rint(np.clip(x[..., :channels], 0, 1) * 255).astype(np.uint8)
@@ -123,7 +124,8 @@ def image_cases(x: np.ndarray, channels: int) -> dict[str, tuple[bytes, np.ndarr
         "rgba.png": (tf.io.encode_png(np.concatenate([rgb8, alpha], 2)).numpy(),
                      np.concatenate([rgb8, alpha], 2)),
         "rgb16.png": (tf.io.encode_png(rgb16).numpy(), rgb16),
-        "photo.jpg": (jpeg, tf.io.decode_jpeg(jpeg).numpy()),
+        "photo.jpg": (jpeg, cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8),
+                                                      cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)),
     }
 
 
