@@ -32,12 +32,32 @@ ODD = dict(ksize=(3, 2), strides=(2, 1), padding=((1, 1), (0, 0)), dilation=(2, 
 
 
 @pytest.fixture
-def small_tiles(monkeypatch):
+def dcn_limits(monkeypatch):
+    """Sets the compiled kernels' scratch limits (``TFDEBLUR_DCN_*``).
+
+    A kernel reads them once, when TensorFlow constructs it, and eager mode
+    keeps kernels in a cache: the cache is emptied after setting the limits
+    and again after the test, so that later tests get kernels with the
+    defaults.
+    """
+    from tensorflow.python.eager import context
+
+    def set_limits(tile_elements: int, scratch_bytes: int, ranges: int) -> None:
+        monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", str(tile_elements))
+        monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", str(scratch_bytes))
+        monkeypatch.setenv("TFDEBLUR_DCN_RANGES", str(ranges))
+        context.context().clear_kernel_cache()
+
+    yield set_limits
+    monkeypatch.undo()
+    context.context().clear_kernel_cache()
+
+
+@pytest.fixture
+def small_tiles(dcn_limits):
     """Tiny tiles and gradient queues in the compiled CPU kernel: many tiles,
     ranges and rounds, as large images take."""
-    monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "40")
-    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "3000")
-    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", "5")
+    dcn_limits(tile_elements=40, scratch_bytes=3000, ranges=5)
 
 
 def run(case, impl, strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1,
@@ -323,12 +343,10 @@ def test_offset_gradient_at_exactly_minus_one(impl):
 
 
 @needs_compiled
-@pytest.mark.parametrize("ranges", ["1", "3", "7"])
-def test_compiled_backward_with_many_ranges(ranges, monkeypatch):
+@pytest.mark.parametrize("ranges", [1, 3, 7])
+def test_compiled_backward_with_many_ranges(ranges, dcn_limits):
     """Input-gradient corners in other ranges' bands (queued, added after each round)."""
-    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", ranges)
-    monkeypatch.setenv("TFDEBLUR_DCN_TILE_ELEMENTS", "200")
-    monkeypatch.setenv("TFDEBLUR_DCN_SCRATCH_BYTES", "20000")
+    dcn_limits(tile_elements=200, scratch_bytes=20000, ranges=ranges)
     rng = np.random.default_rng(16)
     geo = dict(strides=(1, 2), padding="same", dilation=(2, 1), groups=1, dgroups=2)
     case = random_case(rng, n=2, h=13, w=9, cin=4, cout=3, ksize=(3, 3), spread=6.0, **geo)
@@ -494,3 +512,185 @@ def test_half_precision_auto_runs_on_cpu():
                                     ("x", "offset", "mask", "kernel", "bias")))
     assert y16.dtype == tf.float16
     np.testing.assert_allclose(y16.numpy().astype(np.float64), ref(case), rtol=0.02, atol=0.05)
+
+
+# ----------------------------------------------------------------------------
+# One output-size rule (C++ deform_conv_shape.h, Python _output_size_and_pad)
+# ----------------------------------------------------------------------------
+
+def _axis_cases():
+    """(size, kernel, stride, dilation, padding) along one axis, padding as the reference's."""
+    for size in (0, 1, 2, 3, 5, 8):
+        for k in (1, 2, 3, 5):
+            for stride in (1, 2, 3):
+                for dilation in (1, 2):
+                    for padding in ("same", "valid", (0, 0), (1, 0), (2, 3)):
+                        yield size, k, stride, dilation, padding
+
+
+def _attrs(pad_h, pad_w):
+    """The op's padding attributes for per-axis paddings (both strings or both pairs)."""
+    if isinstance(pad_h, str):
+        return pad_h.upper(), []
+    return "EXPLICIT", [*pad_h, *pad_w]
+
+
+@needs_compiled
+def test_output_size_one_rule_in_python_shape_function_and_kernel():
+    """Python's rule, the C++ shape function and the C++ kernel agree on every output size,
+    padding and error (an empty input or an empty output), and equal tf.nn.conv2d's."""
+    from tfdeblur.ops._loader import load_library
+    from tfdeblur.ops.deform_conv import _Geometry
+
+    lib = load_library()
+    rows = list(_axis_cases())
+    # Pair every height case with a width case of the same padding kind.
+    cols = {kind: [c for c in rows if isinstance(c[4], str) == kind] for kind in (True, False)}
+    checked = errors = 0
+    for i, (h, kh, sh, dh, pad_h) in enumerate(rows):
+        candidates = cols[isinstance(pad_h, str)]
+        w, kw, sw, dw, pad_w = candidates[(7 * i + 3) % len(candidates)]
+        if isinstance(pad_h, str):
+            pad_w = pad_h
+        mode, explicit = _attrs(pad_h, pad_w)
+        op_padding_arg = pad_h if isinstance(pad_h, str) else (tuple(pad_h), tuple(pad_w))
+        geo = _Geometry((kh, kw, 1, 1), (sh, sw), op_padding_arg, (dh, dw), 1, 1)
+        want = [axis_geometry(h, kh, sh, dh, pad_h), axis_geometry(w, kw, sw, dw, pad_w)]
+        ok = h > 0 and w > 0 and want[0][0] >= 1 and want[1][0] >= 1
+        attrs = dict(strides=[sh, sw], dilations=[dh, dw], padding=mode,
+                     explicit_paddings=explicit)
+        # An axis that is fine gets its true size: the first error is about the other.
+        ho, wo = (out if size > 0 and out >= 1 else 1
+                  for size, (out, _) in zip((h, w), want, strict=True))
+        taps = kh * kw
+        args = dict(x=np.zeros((1, h, w, 1), np.float32),
+                    offset=np.zeros((1, ho, wo, 2 * taps), np.float32),
+                    mask=np.ones((1, ho, wo, taps), np.float32),
+                    kernel=np.ones((kh, kw, 1, 1), np.float32), bias=np.zeros([0], np.float32))
+        if h > 0 and w > 0:
+            assert [geo.rows(h), geo.cols(w)] == want, (h, w, attrs)
+        if not ok:
+            errors += 1
+            with pytest.raises(tf.errors.InvalidArgumentError, match="non-empty|too small"):
+                lib.tf_deblur_modulated_deform_conv2d(**args, **attrs)  # eager: the kernel
+            with tf.Graph().as_default():  # graph construction: the shape function
+                with pytest.raises(ValueError, match="non-empty|too small"):
+                    lib.tf_deblur_modulated_deform_conv2d(**args, **attrs)
+            with pytest.raises(ValueError, match="non-empty|too small"):
+                modulated_deform_conv2d(args["x"], args["offset"], args["mask"],
+                                        args["kernel"], strides=(sh, sw),
+                                        padding=op_padding_arg, dilation_rate=(dh, dw))
+            continue
+        checked += 1
+        y = lib.tf_deblur_modulated_deform_conv2d(**args, **attrs)
+        assert y.shape == (1, ho, wo, 1), (h, w, attrs)
+        with tf.Graph().as_default():
+            inferred = lib.tf_deblur_modulated_deform_conv2d(**args, **attrs)
+            assert inferred.shape.as_list() == [1, ho, wo, 1], (h, w, attrs)
+        tf_pad = mode if mode != "EXPLICIT" else [[0, 0], list(pad_h), list(pad_w), [0, 0]]
+        conv = tf.nn.conv2d(args["x"], args["kernel"], strides=(sh, sw), padding=tf_pad,
+                            dilations=(dh, dw))
+        assert conv.shape == y.shape, (h, w, attrs)
+        # Zero offsets and a mask of ones: the same numbers as conv2d, so the
+        # padding before (top / left) agrees too.
+        x = np.arange(h * w, dtype=np.float32).reshape(1, h, w, 1) + 1
+        kernel = np.arange(taps, dtype=np.float32).reshape(kh, kw, 1, 1) + 1
+        y = lib.tf_deblur_modulated_deform_conv2d(**{**args, "x": x, "kernel": kernel}, **attrs)
+        if dh == 1 and dw == 1 or sh == 1 and sw == 1:  # conv2d: dilations need strides 1
+            conv = tf.nn.conv2d(x, kernel, strides=(sh, sw), padding=tf_pad, dilations=(dh, dw))
+            np.testing.assert_allclose(y.numpy(), conv.numpy(), rtol=1e-6, err_msg=str(attrs))
+    assert checked > 100 and errors > 20
+
+
+@needs_compiled
+def test_scratch_limits_are_read_when_the_kernel_is_made(dcn_limits, monkeypatch):
+    """TFDEBLUR_DCN_* take effect for kernels made after they are set, and a kernel
+    keeps the limits it was made with (the environment is not read on every call)."""
+    rng = np.random.default_rng(20)
+    case = {k: v.astype(np.float32) for k, v in random_case(
+        rng, n=2, h=24, w=9, cin=4, cout=3, ksize=(3, 3), spread=2.0).items()}
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+
+    def dkernel():
+        return _all_grads("compiled", case, geo)[3].numpy()
+
+    dcn_limits(tile_elements=40, scratch_bytes=100000, ranges=1)
+    one = dkernel()
+    dcn_limits(tile_elements=40, scratch_bytes=100000, ranges=6)
+    six = dkernel()
+    np.testing.assert_allclose(one, six, rtol=1e-5, atol=1e-5)
+    # Six ranges sum the kernel gradient in another order than one range.
+    assert not np.array_equal(one, six)
+    monkeypatch.setenv("TFDEBLUR_DCN_RANGES", "1")  # no new kernel: still six ranges
+    np.testing.assert_array_equal(dkernel(), six)
+
+
+@pytest.mark.parametrize("op", ["deform_conv", "gated_recurrence"])
+@needs_compiled
+def test_gradient_ops_are_not_differentiable(op):
+    """The gradient ops are registered with tf.no_gradient: a second derivative through
+    the compiled op is None (TensorFlow's answer for a non-differentiable op), not a
+    LookupError from the gradient registry."""
+    from tfdeblur.ops import gated_recurrence
+
+    rng = np.random.default_rng(21)
+    if op == "deform_conv":
+        case = random_case(rng, n=1, h=4, w=5, cin=2, cout=2)
+        x = tf.constant(case["x"])
+
+        def f(x):
+            return modulated_deform_conv2d(x, case["offset"], case["mask"], case["kernel"],
+                                           implementation="compiled")
+    else:
+        x = tf.constant(rng.normal(size=(1, 3, 4, 2)))
+        gate = tf.constant(rng.uniform(-0.9, 0.9, size=(1, 3, 4, 2)))
+
+        def f(x):
+            return gated_recurrence(x, gate, "left_to_right", implementation="compiled")
+
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = tf.reduce_sum(f(x) ** 2)
+        dx = inner.gradient(y, x)  # computed by the gradient op
+        assert np.abs(dx.numpy()).max() > 0
+        total = tf.reduce_sum(dx)
+    assert outer.gradient(total, x) is None
+
+
+@pytest.mark.parametrize("tiles", ["unrolled", "loop", "loop_dynamic"])
+def test_portable_tiles_match_reference(tiles, monkeypatch):
+    """The portable convolution cut into one-row tiles: unrolled (static size), in a while
+    loop (many tiles or a size known at run time, last tile padded): outputs and gradients
+    equal the float64 reference on the odd geometry."""
+    from tfdeblur.ops import deform_conv
+
+    monkeypatch.setattr(deform_conv, "_TILE_BYTES", 1)  # one output row per tile
+    if tiles != "unrolled":
+        monkeypatch.setattr(deform_conv, "_MAX_UNROLLED_TILES", 1)
+    rng = np.random.default_rng(22)
+    geo = dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+               groups=2, dgroups=3)
+    case = random_case(rng, n=2, h=11, w=5, cin=6, cout=4, ksize=ODD["ksize"], spread=3.0,
+                       **geo)
+    inputs = [tf.constant(case[k]) for k in ("x", "offset", "mask", "kernel", "bias")]
+    fn = _grad_fn("portable", geo)
+    if tiles == "loop_dynamic":
+        spec = tf.TensorSpec([None, None, None, None], tf.float64)
+        fn = tf.function(fn, input_signature=[spec, spec, spec,
+                                              tf.TensorSpec(case["kernel"].shape, tf.float64),
+                                              tf.TensorSpec([4], tf.float64)])
+    dy = rng.normal(size=ref(case, **geo).shape)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = fn(*inputs)
+        loss = tf.reduce_sum(y * dy)
+    grads = tape.gradient(loss, inputs)
+    np.testing.assert_allclose(y.numpy(), ref(case, **geo), rtol=1e-10, atol=1e-10)
+    want = ref_deform_conv_backward(case["x"], case["offset"], case["mask"], case["kernel"], dy,
+                                    strides=geo["strides"], padding=geo["padding"],
+                                    dilation=geo["dilation"], groups=2, dgroups=3)
+    for name, got, exp in zip(("x", "offset", "mask", "kernel", "bias"), grads, want,
+                              strict=True):
+        np.testing.assert_allclose(got.numpy(), exp, rtol=1e-9, atol=1e-9, err_msg=name)

@@ -1,6 +1,6 @@
 """Modulated deformable convolution (DCNv2, Zhu et al. CVPR 2019) in NHWC.
 
-``shared/design/OPS.md`` section 2 fixes the meaning; it is torchvision's
+``docs/ops.md`` section 2 fixes the meaning; it is torchvision's
 ``deform_conv2d`` with a mask, in Keras's layouts::
 
     y[n, i, j, o] = b[o] + sum_{g, ky, kx, c in group g}
@@ -14,8 +14,10 @@ contributes only if it lies inside); a NaN or infinite position is outside.
 Two implementations compute exactly this:
 the compiled op ``TfDeblur>ModulatedDeformConv2D`` (CPU and CUDA kernels, its
 gradient op registered below) and a portable one made of stock TensorFlow ops
-(one gather of the four bilinear corners, then a matmul), which is what
-SavedModel and TFLite exports contain.
+(tile by tile of output rows: one gather of the four bilinear corners, a
+batched matmul that weights them, one matmul with the kernel; see
+``docs/ops_implementation.md``), which is what SavedModel and TFLite exports
+contain.
 """
 
 from __future__ import annotations
@@ -163,12 +165,12 @@ def _runtime_checks(x, offset, mask, geo: _Geometry) -> list:
 
 
 def _grid(geo: _Geometry, ho, wo, pad_top, pad_left, dtype):
-    """Regular sampling grid: ``[Ho, 1, 1, K]`` rows and ``[1, Wo, 1, K]`` columns."""
+    """Regular sampling grid of every tap: rows ``[Ho, K]`` and columns ``[Wo, K]``."""
     ky = tf.repeat(tf.range(geo.kh) * geo.dh, geo.kw)          # tap k -> ky * dh
     kx = tf.tile(tf.range(geo.kw) * geo.dw, [geo.kh])           # tap k -> kx * dw
     rows = tf.range(ho)[:, None] * geo.sh - pad_top + ky[None, :]
     cols = tf.range(wo)[:, None] * geo.sw - pad_left + kx[None, :]
-    return (tf.cast(rows, dtype)[:, None, None, :], tf.cast(cols, dtype)[None, :, None, :])
+    return tf.cast(rows, dtype), tf.cast(cols, dtype)
 
 
 def _position_dtype(dtype: tf.DType) -> tf.DType:
@@ -188,73 +190,144 @@ def _positions(offset, geo: _Geometry, h, w):
     # as TFLite's STRIDED_SLICE runs on at most 5-D tensors.
     shape = tf.stack([os_[0], os_[1], os_[2], geo.dg, geo.taps])
     rows, cols = _grid(geo, ho, wo, pad_top, pad_left, dtype)
-    return (rows[None] + tf.reshape(off[..., 0::2], shape),
-            cols[None] + tf.reshape(off[..., 1::2], shape))
+    return (rows[:, None, None, :][None] + tf.reshape(off[..., 0::2], shape),
+            cols[None, :, None, :][None] + tf.reshape(off[..., 1::2], shape))
+
+
+def _dim(t: tf.Tensor, axis: int):
+    """``t``'s size along ``axis``: a Python int when static, else a scalar tensor."""
+    size = t.shape[axis]
+    return size if size is not None else tf.shape(t)[axis]
+
+
+# Bytes of gathered bilinear corners per tile of the portable convolution:
+# small enough that a tile's temporaries stay in the CPU's cache (and below
+# the allocator's mmap threshold, so no page faults per tile), large enough
+# that the per-tile op overhead is small. Up to this many tiles are unrolled
+# in the graph when the output size is static (builtin TFLite ops only);
+# more, or a size known only at run time, run in a while loop.
+_TILE_BYTES = 32 << 20
+_MAX_UNROLLED_TILES = 32
 
 
 def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
-    xs = tf.shape(x)
-    n, h, w, cin = xs[0], xs[1], xs[2], xs[3]
-    ho, wo = tf.shape(offset)[1], tf.shape(offset)[2]
-    dg, taps = geo.dg, geo.taps
+    """The convolution in stock TensorFlow ops, tile by tile of output rows.
+
+    Per tile: the sampling positions, the four bilinear corners' row indices
+    into x padded with zeros (one gather for all corners, taps, channels and
+    batch items), the bilinear weights with the mask folded in (selected per
+    corner, so a corner outside the image never meets a NaN or infinite mask),
+    the weighted sum of the corners as one batched matmul ``[1, 4] x [4, C]``,
+    and the whole column buffer times the kernel as one matmul (one batched
+    matmul over weight groups when ``groups > 1``).
+    """
+    dtype = x.dtype
+    pdtype = _position_dtype(dtype)
+    dg, taps, cout = geo.dg, geo.taps, geo.cout
+    cin = geo.cg * geo.groups
     cdg = cin // dg
-    py, px = _positions(offset, geo, h, w)                        # [N, Ho, Wo, G, K]
-    pdtype = py.dtype
-    hf, wf = tf.cast(h, pdtype), tf.cast(w, pdtype)
-    # A sample at py <= -1 (or px <= -1, py >= H, px >= W) is outside by the
-    # contract, and so is a NaN or infinite position (no pixel to read;
-    # docs/ops_nonfinite.md): it contributes nothing whatever its mask, with
-    # zero gradients. Its position moves to -2, where every corner is on the
-    # zero border, so floor() stays in int32 and the weights stay finite.
-    inside = (py > -1) & (py < hf) & (px > -1) & (px < wf)
-    outside_at = tf.constant(-2.0, pdtype)
-    py = tf.where(inside, py, outside_at)
-    px = tf.where(inside, px, outside_at)
-    y0f, x0f = tf.floor(py), tf.floor(px)
-    ly, lx = py - y0f, px - x0f
-    y0, x0 = tf.cast(y0f, tf.int32), tf.cast(x0f, tf.int32)
-    # x padded with one zero row/column on each side: a corner outside the image
-    # is clamped onto that border and reads 0 (zero padding without masks).
-    wp = w + 2
-
-    def flat_index(yy, xx):
-        return (tf.clip_by_value(yy, -1, h) + 1) * wp + tf.clip_by_value(xx, -1, w) + 1
-
-    corners = tf.stack([flat_index(y0, x0), flat_index(y0, x0 + 1),
-                        flat_index(y0 + 1, x0), flat_index(y0 + 1, x0 + 1)], axis=-1)
-    # Only corners inside the image take part, as in the compiled kernels: the
-    # mask is selected per corner before it multiplies, so a NaN or infinite
-    # mask never meets the zero border (inf * 0) or an outside sample, in the
-    # forward pass or in the gradient. (Selects on 5-D tensors: TFLite's
-    # broadcasting kernels stop at 5-D.)
-    mask5 = tf.reshape(mask, tf.stack([n, ho, wo, dg, taps]))
-    zeros = tf.zeros_like(mask5)
-    rows = ((y0 >= 0) & inside, (y0 + 1 < h) & inside)
-    cols = (x0 >= 0, x0 + 1 < w)
-    wy, wx = (1 - ly, ly), (1 - lx, lx)
-    weights = tf.stack([
-        tf.cast(wy[a] * wx[c], x.dtype) * tf.where(rows[a] & cols[c], mask5, zeros)
-        for a in (0, 1) for c in (0, 1)], axis=-1)
-    # [N, Ho, Wo, G, K, 4] -> [N, G, Ho*Wo*K*4] so one batched gather per group.
-    m = ho * wo * taps * 4
-    corners = tf.reshape(tf.transpose(corners, [0, 3, 1, 2, 4, 5]), tf.stack([n, dg, m]))
-    weights = tf.reshape(tf.transpose(weights, [0, 3, 1, 2, 4, 5]), tf.stack([n, dg, m, 1]))
+    n, h, w = _dim(x, 0), _dim(x, 1), _dim(x, 2)
+    ho, pad_top = geo.rows(h)
+    wo, pad_left = geo.cols(w)
+    hp, wp = h + 2, w + 2
+    # x padded with one zero pixel on every side, as rows [G * N * Hp * Wp, Cin / G]:
+    # a corner outside the image is clamped onto that border and reads 0.
     xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    xp = tf.transpose(tf.reshape(xp, tf.stack([n, (h + 2) * wp, dg, cdg])), [0, 2, 1, 3])
-    vals = tf.gather(xp, corners, batch_dims=2) * weights           # [N, G, M, Cdg]
-    vals = tf.reduce_sum(tf.reshape(vals, tf.stack([n, dg, ho * wo * taps, 4, cdg])), axis=3)
-    # Columns in (tap, channel) order, matching kernel[KH, KW, Cin/groups, Cout].
-    vals = tf.reshape(vals, tf.stack([n, dg, ho * wo, taps, cdg]))
-    cols = tf.reshape(tf.transpose(vals, [0, 2, 3, 1, 4]), tf.stack([n * ho * wo, taps, cin]))
-    cog = geo.cout // geo.groups
-    outs = []
-    for gi in range(geo.groups):
-        col = tf.reshape(cols[:, :, gi * geo.cg:(gi + 1) * geo.cg],
-                         tf.stack([n * ho * wo, taps * geo.cg]))
-        wgt = tf.reshape(kernel[:, :, :, gi * cog:(gi + 1) * cog], [taps * geo.cg, cog])
-        outs.append(tf.matmul(col, wgt))
-    y = outs[0] if geo.groups == 1 else tf.concat(outs, axis=1)
-    y = tf.reshape(y, tf.stack([n, ho, wo, geo.cout]))
+    if dg == 1:
+        table = tf.reshape(xp, [-1, cin])
+    else:
+        table = tf.reshape(tf.transpose(tf.reshape(xp, [n, hp, wp, dg, cdg]), [3, 0, 1, 2, 4]),
+                           [-1, cdg])
+    # The kernel's rows in the column buffer's (offset group, tap, channel) order.
+    if geo.groups == 1:
+        kmat = tf.reshape(tf.transpose(tf.reshape(kernel, [taps, dg, cdg, cout]), [1, 0, 2, 3]),
+                          [dg * taps * cdg, cout])
+    else:
+        cog = cout // geo.groups
+        kmat = tf.reshape(tf.transpose(tf.reshape(kernel, [taps, geo.cg, geo.groups, cog]),
+                                       [2, 0, 1, 3]), [geo.groups, taps * geo.cg, cog])
+    # Row index of the first pixel of every (batch item, offset group) image in the table.
+    base = (tf.range(n) * (hp * wp))[:, None, None, None]
+    if dg > 1:
+        base = base + tf.repeat(tf.range(dg) * (n * hp * wp), taps)
+    hf, wf = tf.cast(h, pdtype), tf.cast(w, pdtype)
+    outside_at = tf.constant(-2.0, pdtype)
+
+    def tile(rows_grid, cols_grid, off, m):
+        """Output rows of ``off`` / ``m`` ``[N, rows, Wo, .]``; grids ``[rows | Wo, G * K]``."""
+        off = tf.cast(off, pdtype)
+        py = rows_grid[None, :, None, :] + off[..., 0::2]             # [N, rows, Wo, G * K]
+        px = cols_grid[None, None, :, :] + off[..., 1::2]
+        # A sample at py <= -1 (or px <= -1, py >= H, px >= W) is outside by
+        # the contract, and so is a NaN or infinite position (no pixel to read;
+        # docs/ops_nonfinite.md): it contributes nothing whatever its mask, with
+        # zero gradients. Its position moves to -2, where every corner is on the
+        # zero border, so floor() stays in int32 and the weights stay finite.
+        inside = (py > -1) & (py < hf) & (px > -1) & (px < wf)
+        py = tf.where(inside, py, outside_at)
+        px = tf.where(inside, px, outside_at)
+        y0f, x0f = tf.floor(py), tf.floor(px)
+        ly, lx = py - y0f, px - x0f
+        y0, x0 = tf.cast(y0f, tf.int32), tf.cast(x0f, tf.int32)
+
+        def row_index(yy, xx):
+            return base + (tf.clip_by_value(yy, -1, h) + 1) * wp + tf.clip_by_value(xx, -1, w) + 1
+
+        # Only corners inside the image take part, as in the compiled kernels:
+        # the mask is selected per corner before it multiplies, so a NaN or
+        # infinite mask never meets the zero border (inf * 0) or an outside
+        # sample, in the forward pass or in the gradient.
+        zeros = tf.zeros_like(m)
+        rows_in = ((y0 >= 0) & inside, (y0 + 1 < h) & inside)
+        cols_in = (x0 >= 0, x0 + 1 < w)
+        wy, wx = (1 - ly, ly), (1 - lx, lx)
+        corners = [(a, c) for a in (0, 1) for c in (0, 1)]
+        index = tf.stack([row_index(y0 + a, x0 + c) for a, c in corners], axis=-1)
+        weight = tf.stack([tf.cast(wy[a] * wx[c], dtype)
+                           * tf.where(rows_in[a] & cols_in[c], m, zeros)
+                           for a, c in corners], axis=-1)              # [N, rows, Wo, G * K, 4]
+        values = tf.reshape(tf.gather(table, tf.reshape(index, [-1])), [-1, 4, cdg])
+        col = tf.matmul(tf.reshape(weight, [-1, 1, 4]), values)       # [pixels * G * K, 1, Cdg]
+        if geo.groups == 1:
+            out = tf.matmul(tf.reshape(col, [-1, dg * taps * cdg]), kmat)
+        else:
+            col = tf.reshape(col, [-1, dg, taps, cdg])
+            if dg > 1:
+                col = tf.transpose(col, [0, 2, 1, 3])                  # (tap, channel) order
+            col = tf.transpose(tf.reshape(col, [-1, taps, geo.groups, geo.cg]), [2, 0, 1, 3])
+            out = tf.matmul(tf.reshape(col, [geo.groups, -1, taps * geo.cg]), kmat)
+            out = tf.reshape(tf.transpose(out, [1, 0, 2]), [-1, cout])
+        return tf.reshape(out, [n, _dim(m, 1), wo, cout])  # not -1: N may be 0
+
+    tile_pixels = max(1, _TILE_BYTES // (dg * taps * 4 * cdg * dtype.size))
+    static = isinstance(ho, int) and isinstance(wo, int)
+    band = max(1, tile_pixels // max(wo, 1)) if static else tf.maximum(
+        1, tile_pixels // tf.maximum(wo, 1))
+    tiles = -(-ho // band) if static else (ho + band - 1) // band
+    if static and tiles <= _MAX_UNROLLED_TILES:
+        rows_grid, cols_grid = _grid(geo, ho, wo, pad_top, pad_left, pdtype)
+        rows_grid, cols_grid = tf.tile(rows_grid, [1, dg]), tf.tile(cols_grid, [1, dg])
+        parts = [tile(rows_grid[r:r + band], cols_grid, offset[:, r:r + band], mask[:, r:r + band])
+                 for r in range(0, ho, band)]
+        y = parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+    else:
+        # Rows padded to whole tiles (their outputs are cut off at the end).
+        extra = tiles * band - ho
+        rows_grid, cols_grid = _grid(geo, ho + extra, wo, pad_top, pad_left, pdtype)
+        rows_grid, cols_grid = tf.tile(rows_grid, [1, dg]), tf.tile(cols_grid, [1, dg])
+        pad = [[0, 0], [0, extra], [0, 0], [0, 0]]
+        offset, mask = tf.pad(offset, pad), tf.pad(mask, pad)
+
+        def body(i, out):
+            r = i * band
+            part = tile(rows_grid[r:r + band], cols_grid, offset[:, r:r + band],
+                        mask[:, r:r + band])
+            return i + 1, out.write(i, tf.transpose(part, [1, 0, 2, 3]))   # rows first
+
+        out = tf.TensorArray(dtype, size=tiles, infer_shape=False)
+        _, out = tf.while_loop(lambda i, _: i < tiles, body, (tf.constant(0), out),
+                               parallel_iterations=2)
+        y = tf.transpose(out.concat(), [1, 0, 2, 3])[:, :ho]
     return y if bias is None else tf.nn.bias_add(y, bias)
 
 
@@ -402,6 +475,11 @@ def deform_conv_sampling_positions(offset, input_size, kernel_size, strides=1,
 def _attr_str(op, name: str) -> str:
     value = op.get_attr(name)
     return value.decode() if isinstance(value, bytes) else value
+
+
+# The gradient op has no gradient of its own: a second derivative through the
+# compiled op gets TensorFlow's answer for a non-differentiable op (None).
+tf.no_gradient("TfDeblur>ModulatedDeformConv2DGrad")
 
 
 @tf.RegisterGradient("TfDeblur>ModulatedDeformConv2D")

@@ -5,7 +5,7 @@ and channel::
 
     h[t] = (1 - g[t]) * x[t] + g[t] * h[t-1],      h[-1] = 0
 
-(``shared/design/OPS.md`` section 1; the first step is h[0] = (1 - g[0]) x[0],
+(``docs/ops.md`` section 1; the first step is h[0] = (1 - g[0]) x[0],
 and NaN / inf follow ``docs/ops_nonfinite.md``). ``gated_recurrence`` runs one
 direction, ``spatial_rnn`` runs all four on the same ``x`` (one fused pass in
 the compiled op) and concatenates them in the order ``left_to_right,
@@ -221,7 +221,7 @@ def _step_before(t: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
 def _portable_scan(x: tf.Tensor, gate: tf.Tensor, direction: str) -> tf.Tensor:
     """The recurrence in stock TensorFlow ops (see ``_scan``), with the compiled op's backward.
 
-    The gradient is OPS.md's backward, itself a scan in the other direction:
+    The gradient is docs/ops.md's backward, itself a scan in the other direction:
     dh[t] = dy[t] + g[t+1] dh[t+1], dx = (1 - g) dh, dg = dh (h[t-1] - x) --
     the same arithmetic as the compiled kernels (so the same non-finite
     values), and about half the work of differentiating the scan's graph.
@@ -312,6 +312,11 @@ def spatial_rnn(x, gates, implementation: str = "auto", name=None):
             parts = tf.split(gates, 4, axis=3)
             return tf.concat(
                 [_portable_scan(x, g, d) for g, d in zip(parts, DIRECTIONS, strict=True)], axis=3)
+
+
+# The gradient op has no gradient of its own: a second derivative through the
+# compiled op gets TensorFlow's answer for a non-differentiable op (None).
+tf.no_gradient("TfDeblur>GatedRecurrenceGrad")
 
 
 @tf.RegisterGradient("TfDeblur>GatedRecurrence")
