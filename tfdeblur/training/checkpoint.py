@@ -89,10 +89,15 @@ class TrainingState:
 
 def _variables(model: keras.Model) -> dict[str, list]:
     optimizer = model.optimizer
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    # The metrics' running states are kept on one replica only: under several replicas
+    # they are sync-on-read variables whose read is a collective all workers must join
+    # (only the chief writes), so a mid-epoch resume there restarts the epoch's averages.
+    single = strategy.num_replicas_in_sync == 1
     return {
         "model": list(model.variables),
         "optimizer": list(optimizer.variables) if optimizer is not None else [],
-        "metrics": list(model.metrics_variables),
+        "metrics": list(model.metrics_variables) if single else [],
     }
 
 

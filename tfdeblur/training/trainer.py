@@ -579,10 +579,11 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
                 if initial_epoch * spe != state.step:
                     say(f"epoch {initial_epoch + 1}/{total_epochs}: resuming at step "
                         f"{state.step}, {steps} steps left in it")
-                history = train_model.fit(training_dataset(cfg, state.step),
-                                          initial_epoch=initial_epoch, epochs=epochs,
-                                          steps_per_epoch=steps, callbacks=run_callbacks,
-                                          verbose=verbose, shuffle=False)
+                data = training_dataset(cfg, state.step)
+                with _multi_worker_fit(train_model, strategy, data.element_spec):
+                    history = train_model.fit(data, initial_epoch=initial_epoch, epochs=epochs,
+                                              steps_per_epoch=steps, callbacks=run_callbacks,
+                                              verbose=verbose, shuffle=False)
                 if history.history:
                     last_logs = {k: float(v[-1]) for k, v in history.history.items()}
                 if checkpointer.diverged_at is not None:
@@ -604,6 +605,45 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
             best=None if state.best is None else (state.best, state.best_step),
             last_logs=last_logs, initial_validation=initial, input_validation=inputs,
             replicas=replicas)
+
+
+@contextlib.contextmanager
+def _multi_worker_fit(model: keras.Model, strategy: tf.distribute.Strategy,
+                      element_spec) -> Iterator[None]:
+    """Works around two faults of Keras 3.15's ``fit`` under ``MultiWorkerMirroredStrategy``
+    with more than one worker (keras-team/keras#20585), for the duration of a ``fit``.
+
+    1. To build the model symbolically, ``fit`` reduces a whole first batch across the
+       workers, which this strategy cannot do (``Attempt to convert a value
+       (PerReplica...)``): the model is built here from the data's element spec, in the
+       strategy's scope (every worker alike), and ``fit``'s own build is skipped.
+    2. The step's logs (scalars) are averaged with ``strategy.reduce("MEAN", v, axis=0)``,
+       which fails on a scalar (``Invalid reduction dimension 0``): they are averaged
+       over the replicas of all workers with ``axis=None`` instead.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
+            strategy.extended._num_workers <= 1:
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    with strategy.scope():
+        model._symbolic_build(data_batch=element_spec)
+    original = keras_tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy_, reduction):
+        if reduction in ("auto", "mean") and strategy_ is strategy:
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None),
+                                         values)
+        return original(values, strategy_, reduction)
+
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    try:
+        yield
+    finally:
+        keras_tf_trainer.reduce_per_replica = original
+        del model._maybe_symbolic_build
 
 
 def _saved_distribute(run_dir: str) -> dict:
