@@ -59,7 +59,7 @@ def normalize_padding(padding: PaddingArg) -> tuple[str, list[int]]:
             raise ValueError(f"padding must be 'same', 'valid', an int, (pad_top, pad_left) or "
                              f"((top, bottom), (left, right)), got {padding!r}") from None
         flat = [top, top, left, left]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in flat):
+    if not all(checks.is_int(v) and v >= 0 for v in flat):
         raise ValueError(f"padding values must be non-negative ints, got {padding!r}")
     return "EXPLICIT", [int(v) for v in flat]
 
