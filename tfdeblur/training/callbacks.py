@@ -234,13 +234,13 @@ class TensorBoard(keras.callbacks.Callback):
         max_images: images per set.
         batch_size: the global batch size, for images per second (None: not logged).
         model: the image-to-image model for the triplets (None: the model trained).
-        step_offset: global step at the start of this ``fit`` (a resumed run);
-            steps are counted from there.
+        step_offset: global step at the start of training (a resumed run); steps
+            are counted from there. None: the optimizer's step count when ``fit`` starts.
     """
 
     def __init__(self, log_dir: str | os.PathLike, images: Mapping[str, object] | None = None,
                  max_images: int = 3, batch_size: int | None = None,
-                 model: keras.Model | None = None, step_offset: int = 0):
+                 model: keras.Model | None = None, step_offset: int | None = None):
         super().__init__()
         if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
             raise ValueError(f"TensorBoard: max_images must be an int >= 0, got {max_images!r}")
@@ -248,7 +248,7 @@ class TensorBoard(keras.callbacks.Callback):
         self.max_images = max_images
         self.batch_size = batch_size
         self.scored = model
-        self.step = int(step_offset)
+        self.step = None if step_offset is None else int(step_offset)
         self._images = self._fixed_images(images or {}) if max_images else {}
         self._writer = None
         self._epoch_start = None
@@ -274,16 +274,23 @@ class TensorBoard(keras.callbacks.Callback):
                 if is_chief(self.model) else tf.summary.create_noop_writer()
         return self._writer
 
+    def on_train_begin(self, logs=None):
+        if self.step is None:
+            try:
+                self.step = int(self.model.optimizer.iterations.numpy())
+            except (AttributeError, TypeError, ValueError):
+                self.step = 0
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start, self._epoch_steps = time.perf_counter(), 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        self.step = (self.step or 0) + 1
         self._epoch_steps += 1
 
     def scalars(self, values: Mapping[str, float], step: int | None = None) -> None:
         """Writes ``tag -> value`` scalars at ``step`` (default: the global step)."""
-        step = self.step if step is None else step
+        step = (self.step or 0) if step is None else step
         with self.writer.as_default():
             for tag, value in values.items():
                 tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
@@ -291,7 +298,7 @@ class TensorBoard(keras.callbacks.Callback):
 
     def write_images(self, model: keras.Model, step: int | None = None) -> None:
         """Writes the ``blurry | output | sharp`` triplets of ``model`` at ``step``."""
-        step = self.step if step is None else step
+        step = (self.step or 0) if step is None else step
         predict = _predictor(model)
         with self.writer.as_default():
             for name, (blurry, sharp) in self._images.items():

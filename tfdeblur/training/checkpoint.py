@@ -224,8 +224,13 @@ def _check_match(path: str, group: str, described: list[dict], variables: list) 
         raise CheckpointError(
             f"checkpoint {path} holds {len(described)} {group} variables but this "
             f"{group} has {len(variables)}: it was written for another configuration")
+    def key(p: str) -> str:
+        # An optimizer's variables carry its name, which Keras makes unique per process
+        # ("adam", "adam_1", ...): the same optimizer built again may differ in it.
+        return p.split("/", 1)[-1] if group == "optimizer" else p
+
     for d, v in zip(described, variables, strict=True):
-        if tuple(d["shape"]) != tuple(v.shape) or d["path"] != v.path:
+        if tuple(d["shape"]) != tuple(v.shape) or key(d["path"]) != key(v.path):
             raise CheckpointError(
                 f"checkpoint {path}: {group} variable {d['path']} {tuple(d['shape'])} does not "
                 f"match {v.path} {tuple(v.shape)}: it was written for another configuration")

@@ -50,10 +50,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="run folder (checkpoints, log, models); run again with the same "
                              "folder to resume")
     parser.add_argument("--steps", type=int, help="total optimizer steps (sets train.steps)")
+    parser.add_argument("--distribute", choices=("none", "mirrored", "multi_worker"),
+                        help="tf.distribute strategy (sets train.distribute): mirrored = this "
+                             "machine's GPUs, multi_worker = the cluster in TF_CONFIG (start "
+                             "one process per worker, all with the same --run-dir); the "
+                             "config's batch size is the global batch")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="set a config key (dotted; the value is JSON, else a string); "
                              "repeatable")
     return parser
+
+
+def _read_run_config(run_dir: str) -> dict:
+    """A run folder's saved config.json (local, or on a TensorFlow filesystem URL)."""
+    path = os.path.join(run_dir, "config.json")
+    if "://" not in run_dir:
+        return read_config_file(path)
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            raw = json.loads(f.read().decode("utf-8"))
+    except (tf.errors.OpError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return raw
 
 
 def _interrupt(signum, frame):
@@ -66,12 +88,14 @@ def run(args: argparse.Namespace) -> int:
     """Trains as ``args`` say; prints a ``summary: {json}`` line; returns the exit status."""
     from tfdeblur.training.trainer import RunFolderError, train
 
+    overrides = list(args.override)
+    if getattr(args, "distribute", None) is not None:
+        overrides.append(f"train.distribute={args.distribute}")
     try:
         if args.config is not None:
-            cfg = load_config(find_config(args.config), args.override, steps=args.steps)
-        elif args.override or args.steps is not None:
-            raw = apply_overrides(read_config_file(os.path.join(args.run_dir, "config.json")),
-                                  args.override)
+            cfg = load_config(find_config(args.config), overrides, steps=args.steps)
+        elif overrides or args.steps is not None:
+            raw = apply_overrides(_read_run_config(args.run_dir), overrides)
             if args.steps is not None:
                 raw.setdefault("train", {})["steps"] = args.steps
             cfg = resolve_config(raw)
