@@ -60,6 +60,7 @@ def _workers(config_path, run, weights, ports):
     return procs
 
 
+@pytest.mark.slow
 def test_mirrored_on_one_cpu_is_one_replica_and_trains(tiny_raw, tmp_path):
     cfg = _cfg(tiny_raw, steps=2, steps_per_epoch=2, monitor=None, validate_at_start=False)
     run = tmp_path / "run"

@@ -44,6 +44,7 @@ def test_network_trains_under_the_policy_and_saves_a_float32_model(tiny_raw, tmp
     assert y.dtype == "float32" and np.isfinite(np.asarray(y)).all()
 
 
+@pytest.mark.slow
 def test_float16_gets_loss_scaling_and_its_checkpoint_resumes(tiny_raw, tmp_path):
     from tfdeblur.training import prepare
 
