@@ -49,10 +49,10 @@ def _graph_def_without_xla(concrete):
     frozen = convert_variables_to_constants_v2(concrete)
     graph_def = frozen.graph.as_graph_def()
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
-    for node in nodes:
-        node.attr.pop("_XlaMustCompile", None)
-    for function in graph_def.library.function:
-        function.attr.pop("_XlaMustCompile", None)
+    for attrs in [n.attr for n in nodes] + [f.attr for f in graph_def.library.function]:
+        for key in ("_XlaMustCompile", "_noinline"):
+            if key in attrs:
+                del attrs[key]
     return graph_def, [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
 
 

@@ -110,9 +110,10 @@ def calibration_images(calibration, size: tuple[int, int], channels: int,
                        samples: int = DEFAULT_CALIBRATION_SAMPLES) -> np.ndarray:
     """The representative dataset: ``[N, H, W, C]`` float32 crops of ``size`` in [0, 1].
 
-    From a folder (subfolders included) or a list of image files: crops at
-    ``size`` spread over the images, about ``samples`` in all (at least one
-    per image; each image's crops spread evenly over it). Grey images are
+    From a folder (subfolders included) or a list of image files: at most
+    ``samples`` crops at ``size``, one per image from images spread over the
+    sorted list when there are more images than that, else several per image
+    on a grid over it. Grey images are
     repeated over three channels; for a 1-channel model colour images are
     turned grey (the mean). Images smaller than ``size`` are left out. From
     an array ``[N, H, W, C]`` (float in [0, 1]): used as it is.
@@ -137,28 +138,36 @@ def calibration_images(calibration, size: tuple[int, int], channels: int,
         raise ValueError(f"calibration_samples must be a positive int, got {samples!r}")
     items = [calibration] if isinstance(calibration, (str, os.PathLike)) else list(calibration)
     files = list_images(items)
-    per_image = max(1, -(-samples // len(files)))
-    crops, small = [], []
-    for file in files:
-        img = read_image(file)
+    # Images spread over the sorted list first, so that fewer crops than images
+    # still sample all of it; as many usable images as crops at most.
+    spread = list(dict.fromkeys(np.linspace(0, len(files) - 1, min(samples, len(files)))
+                                .round().astype(int).tolist()))
+    order = spread + [i for i in range(len(files)) if i not in set(spread)]
+    usable, small = [], []
+    for i in order:
+        img = read_image(files[i])
         if img.shape[0] < h or img.shape[1] < w:
-            small.append(os.path.basename(file))
+            small.append(os.path.basename(files[i]))
             continue
-        if channels == 1:
-            img = img.mean(axis=2, keepdims=True)
+        usable.append(img.mean(axis=2, keepdims=True) if channels == 1 else img)
+        if len(usable) == samples:
+            break
+    per_image = -(-samples // max(len(usable), 1))
+    side = int(np.ceil(np.sqrt(per_image)))
+    crops = []
+    for img in usable:
         # Crop positions on a grid over the image, deterministic.
-        side = int(np.ceil(np.sqrt(per_image)))
         ys = np.linspace(0, img.shape[0] - h, side).round().astype(int)
         xs = np.linspace(0, img.shape[1] - w, side).round().astype(int)
-        spots = [(y, x) for y in ys for x in xs][:per_image]
-        crops.extend(img[y:y + h, x:x + w] for y, x in dict.fromkeys(spots))
+        spots = list(dict.fromkeys((y, x) for y in ys for x in xs))[:per_image]
+        crops.extend(img[y:y + h, x:x + w] for y, x in spots)
     if small:
         log.warning("calibration: %d image(s) smaller than %dx%d left out: %s", len(small), h, w,
                     ", ".join(small[:5]) + (" ..." if len(small) > 5 else ""))
     if not crops:
         raise ValueError(f"calibration: no image in {calibration} is at least {h}x{w} "
                          f"(the export size)")
-    return np.stack(crops[:max(samples, len(files))]).astype(np.float32)
+    return np.stack(crops[:samples]).astype(np.float32)
 
 
 def _convert(saved_model_dir: str, quantize: str | None, select_tf_ops: bool,
@@ -247,7 +256,7 @@ def export_tflite(model_or_saved_model, path: str | os.PathLike, *,
             images (or a list of files) to take the representative crops
             from (see :func:`calibration_images`), or a float array
             ``[N, H, W, C]`` of crops at ``input_size``.
-        calibration_samples: about how many crops to take from the folder.
+        calibration_samples: at most how many crops to take from the folder.
         int8_io: with ``"int8"``: int8 input and output tensors (their scale
             and zero point in the tensor details) instead of float32.
         overwrite: replace an existing file when it is a TFLite flatbuffer
@@ -321,11 +330,20 @@ def export_tflite(model_or_saved_model, path: str | os.PathLike, *,
             f.write(flat)
             f.flush()
             os.fsync(f.fileno())
+        int8 = quantize == "int8"
+        # int8: the builtin kernels here, XNNPACK in a child (see verify.xnnpack_problem).
         err, ops, interpreter, _ = verify.verify_tflite(
-            new, x, want, None if quantize == "int8" else TOLERANCES[quantize],
-            select_tf_ops, what)
-        if quantize == "int8":
+            new, x, want, None if int8 else TOLERANCES[quantize], select_tf_ops, what,
+            xnnpack=not int8)
+        if int8:
             _check_int8(interpreter, reference, crops, what, len(flat))
+            problem = verify.xnnpack_problem(new)
+            if problem is not None:
+                report_log.warning(
+                    "int8: LiteRT's default XNNPACK CPU delegate cannot run this model (%s); "
+                    "it runs with the builtin kernels (Interpreter(..., experimental_op_"
+                    "resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)) or "
+                    "another delegate", problem)
         destinations._publish(new, path, "tflite", overwrite, source)
     log.info("%s: wrote %s (%d bytes, quantize=%s, max relative difference %.2g; ops: %s)",
              what, path, len(flat), quantize, err, ", ".join(ops))

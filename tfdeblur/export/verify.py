@@ -32,7 +32,8 @@ from tfdeblur.export._common import (
     _image_model,
 )
 
-__all__ = ["float_ops", "psnr", "run_tflite", "tflite_interpreter", "tflite_ops"]
+__all__ = ["float_ops", "psnr", "run_tflite", "tflite_interpreter", "tflite_ops",
+           "xnnpack_problem"]
 
 _SUBPROCESS_TIMEOUT_S = 600
 
@@ -231,12 +232,43 @@ def _check_png(png: bytes, want: np.ndarray, what: str) -> None:
 
 
 def tflite_interpreter(model_path: str | None = None, model_content: bytes | None = None,
-                       num_threads: int | None = None):
-    """LiteRT's interpreter (``ai_edge_litert``) for a ``.tflite`` file or its bytes."""
-    from ai_edge_litert.interpreter import Interpreter
+                       num_threads: int | None = None, xnnpack: bool = True):
+    """LiteRT's interpreter (``ai_edge_litert``) for a ``.tflite`` file or its bytes.
 
+    ``xnnpack=False``: TFLite's builtin kernels only, without the XNNPACK CPU
+    delegate LiteRT applies by default.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs = {} if xnnpack else {
+        "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     return Interpreter(model_path=model_path, model_content=model_content,
-                       num_threads=num_threads)
+                       num_threads=num_threads, **kwargs)
+
+
+# LiteRT 2.3's XNNPACK delegate aborts the process ("double free") on some int8
+# models it cannot prepare (TensorFlow's interpreter says "failed to create XNNPACK
+# runtime" for the same file), so int8 files are probed with it in a child process.
+_XNNPACK_PROBE = r"""
+import sys
+from ai_edge_litert.interpreter import Interpreter
+Interpreter(model_path=sys.argv[1]).allocate_tensors()
+"""
+
+
+def xnnpack_problem(file: str) -> str | None:
+    """Why LiteRT's default XNNPACK delegate cannot run ``file`` (checked in a child), or None."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _XNNPACK_PROBE, file], env=env,
+                              capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"preparing it took more than {_SUBPROCESS_TIMEOUT_S} s"
+    if done.returncode == 0:
+        return None
+    lines = [ln for ln in done.stderr.splitlines()
+             if ln.strip() and not ln.startswith(("  ", "Extension modules", "Current thread"))]
+    return f"exit {done.returncode}: " + " ".join(lines[-2:])[-300:]
 
 
 def tflite_ops(interpreter) -> list[str]:
@@ -287,17 +319,18 @@ def run_tflite(interpreter, x: np.ndarray) -> np.ndarray:
 
 
 def verify_tflite(file: str, x: np.ndarray, want: np.ndarray, tolerance: float | None,
-                  select_tf_ops: bool, what: str) -> tuple[float, list[str], object, np.ndarray]:
+                  select_tf_ops: bool, what: str, xnnpack: bool = True
+                  ) -> tuple[float, list[str], object, np.ndarray]:
     """Runs the ``.tflite`` file in LiteRT; ExportError on failure or a difference.
 
     ``tolerance`` None skips the comparison (full-integer models are judged
-    by PSNR instead).
+    by PSNR instead). ``xnnpack=False`` runs TFLite's builtin kernels.
 
     Returns:
         ``(relative difference, op names, the interpreter, its output)``.
     """
     try:
-        interpreter = tflite_interpreter(file)
+        interpreter = tflite_interpreter(file, xnnpack=xnnpack)
     except (RuntimeError, ValueError) as e:
         raise ExportError(f"{what}: LiteRT's Interpreter cannot load the converted model: "
                           f"{e}") from e
