@@ -46,7 +46,7 @@ def _build(name: str, **kw) -> keras.Model:
     # theta at 0): the exports must carry every weight, not only the defaults.
     rng = np.random.default_rng(7)
     for v in model.weights:
-        v.assign(v.numpy() + rng.normal(0, 0.05, v.shape).astype("float32"))
+        v.assign(v.value.numpy() + rng.normal(0, 0.05, v.shape).astype("float32"))
     return model
 
 
