@@ -502,16 +502,27 @@ def test_raw_op_rejects_bad_attributes_and_shapes():
         lib.tf_deblur_modulated_deform_conv2d(**{**base, "x": np.zeros((1, 0, 6, 4), np.float32)})
 
 
-def test_half_precision_auto_runs_on_cpu():
-    """float16 has GPU kernels only: on a CPU-only host "auto" takes the portable path."""
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16"])
+@pytest.mark.parametrize("implementation", ["auto", "compiled"])
+def test_half_precision_runs_on_cpu(dtype, implementation):
+    """Half-precision kernels exist on GPU only: on CPU the compiled op runs in float32 and
+    the result (and its gradients) come back in the input's dtype (mixed precision)."""
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is present")
+    if implementation == "compiled" and "compiled" not in implementations():
+        pytest.skip("compiled library unavailable")
     rng = np.random.default_rng(17)
     case = random_case(rng, n=1, h=6, w=7, cin=4, cout=3)
-    y16 = modulated_deform_conv2d(*(case[k].astype(np.float16) for k in
-                                    ("x", "offset", "mask", "kernel", "bias")))
-    assert y16.dtype == tf.float16
-    np.testing.assert_allclose(y16.numpy().astype(np.float64), ref(case), rtol=0.02, atol=0.05)
+    args = [tf.cast(case[k], dtype) for k in ("x", "offset", "mask", "kernel", "bias")]
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        y = modulated_deform_conv2d(*args, implementation=implementation)
+        total = tf.reduce_sum(tf.cast(y, tf.float32))
+    assert y.dtype == args[0].dtype
+    tol = 0.02 if dtype is np.float16 else 0.1
+    np.testing.assert_allclose(tf.cast(y, tf.float64).numpy(), ref(case), rtol=tol, atol=5 * tol)
+    grads = tape.gradient(total, args)
+    assert all(g is not None and g.dtype == a.dtype for g, a in zip(grads, args, strict=True))
 
 
 # ----------------------------------------------------------------------------

@@ -426,18 +426,24 @@ def modulated_deform_conv2d(x, offset, mask, kernel, bias=None, strides=1,
             x, offset, mask, kernel, bias, strides, padding, dilation_rate, groups,
             deformable_groups)
         impl = resolve_implementation(implementation)
-        if (impl == "compiled" and implementation == "auto"
-                and x.dtype in (tf.float16, tf.bfloat16)
-                and not tf.config.list_physical_devices("GPU")):
-            impl = "portable"  # half-precision kernels exist on GPU only
         if impl == "compiled":
-            lib = load_library()
-            return lib.tf_deblur_modulated_deform_conv2d(
+            dtype = x.dtype
+            # Half-precision kernels exist on GPU only: on CPU (mixed-precision training,
+            # say) the compiled op runs in float32 and the result is cast back, rather
+            # than falling back to the slower portable path.
+            upcast = (dtype in (tf.float16, tf.bfloat16)
+                      and not tf.config.list_physical_devices("GPU"))
+            if upcast:
+                x, offset, mask, kernel = (tf.cast(t, tf.float32)
+                                           for t in (x, offset, mask, kernel))
+                bias = None if bias is None else tf.cast(bias, tf.float32)
+            y = load_library().tf_deblur_modulated_deform_conv2d(
                 x=x, offset=offset, mask=mask, kernel=kernel,
                 bias=bias if bias is not None else tf.zeros([0], x.dtype),
                 strides=[geo.sh, geo.sw], dilations=[geo.dh, geo.dw], padding=geo.mode,
                 explicit_paddings=geo.explicit, groups=geo.groups,
                 deformable_groups=geo.dg)
+            return tf.cast(y, dtype) if upcast else y
         with tf.control_dependencies(_runtime_checks(x, offset, mask, geo)):
             return _portable(x, offset, mask, kernel, bias, geo)
 
