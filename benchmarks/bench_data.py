@@ -4,7 +4,7 @@ Prints pairs per second of 256x256 augmented training crops read from PNG
 folders (GoPro-sized 1280x720 frames by default), with and without the
 in-memory cache, and of synthetic pairs made on the fly; then LMFN's training
 throughput on the same crop size (``model.train_on_batch`` on a fixed batch),
-and the same steps fed by the pipeline (median step times, alternating). The goal of issue #5:
+and the same steps fed by the pipeline (median step times, alternating). The goal:
 pipeline pairs/s >= 3 x LMFN training pairs/s. Then the same pairs as sharded TFRecords
 (``tfdeblur prepare-data``) against the image folders, side by side: images/s reading whole
 pairs and making augmented training batches, medians of alternating repetitions.

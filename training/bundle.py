@@ -21,7 +21,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO, "tfdeblur", "pretrained")
-#: All bundled files together must stay below this (issue: < 20 MB).
+#: All bundled files together must stay below this (the package stays small: < 20 MB).
 SIZE_LIMIT = 20_000_000
 
 LICENCES = {

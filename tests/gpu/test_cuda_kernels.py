@@ -136,7 +136,7 @@ def test_gated_recurrence_fused_forward_backward(lib, dtype, code, tol, shape):
 
 
 # ----------------------------------------------------------------------------
-# Modulated deformable convolution (OPS.md section 2)
+# Modulated deformable convolution (docs/ops.md section 2)
 # ----------------------------------------------------------------------------
 
 def run_dcn(lib, dev, dtype, case, dy, geo, use_bias):

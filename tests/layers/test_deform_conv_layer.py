@@ -15,7 +15,7 @@ IMPLS = implementations()
 
 
 def _pads(x_shape, ksize, strides, padding, dilation):
-    """(pad_top, pad_left) by the rule of OPS.md section 2."""
+    """(pad_top, pad_left) by the rule of docs/ops.md section 2."""
     out = []
     for size, k, s, d, axis in zip(x_shape[1:3], ksize, strides, dilation, (0, 1), strict=True):
         if padding == "same":

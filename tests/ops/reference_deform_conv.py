@@ -1,4 +1,4 @@
-"""Float64 NumPy reference of the modulated deformable convolution (OPS.md section 2).
+"""Float64 NumPy reference of the modulated deformable convolution (docs/ops.md section 2).
 
 torchvision's ``deform_conv2d`` semantics written out with loops, in NHWC.
 Independent of the package and of TensorFlow, so the GPU checks can use it on

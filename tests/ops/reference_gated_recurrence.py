@@ -1,4 +1,4 @@
-"""Float64 NumPy reference of the gated recurrence (OPS.md section 1).
+"""Float64 NumPy reference of the gated recurrence (docs/ops.md section 1).
 
 Independent of the package and of TensorFlow, so the GPU checks can use it on
 hosts without TensorFlow. The first step is h[0] = (1 - g[0]) x[0]: the
@@ -34,7 +34,7 @@ def ref_forward(x, g, direction, dtype=np.float64):
 
 
 def ref_backward(x, g, dy, direction, dtype=np.float64):
-    """dx, dg from the recurrences written in OPS.md (not from autodiff)."""
+    """dx, dg from the recurrences written in docs/ops.md (not from autodiff)."""
     axis, rev = _axis_rev(direction)
     h = np.moveaxis(ref_forward(x, g, direction, dtype), axis, 0)
     xm = np.moveaxis(np.asarray(x, dtype), axis, 0)
