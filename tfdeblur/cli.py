@@ -1,19 +1,15 @@
 """Command-line tool ``tfdeblur``: eight subcommands.
 
-    tfdeblur info                       # versions, compiled-op status, models
-    tfdeblur models                     # the bundled trained models, then the architectures
-    tfdeblur deblur blurry.png -o sharp.png            # the best bundled model
-    tfdeblur deblur -m lmfn_small frames/ -o out/ --tile 512    # a bundled model by name
-    tfdeblur deblur -m model.keras blurry.png -o sharp.png      # a model file
-    tfdeblur demo [-m NAME] [-o demo_output/]          # deblur the bundled real blurry photo
-    tfdeblur export -m model.keras --saved-model models/m/1
-    tfdeblur export -m model.keras --tflite svdn.tflite --size 256x256 --quantize float16
-    tfdeblur export -m lmfn_bundled --tflite lmfn_int8.tflite --size 256x256 --quantize int8 \\
-        --calibration photos/
-    tfdeblur export -m model.keras --onnx model.onnx
-    tfdeblur train --config lmfn_cpu_small --run-dir runs/lmfn
-    tfdeblur prepare-data GOPRO_Large/train gopro_train_tfr/    # sharded TFRecords of pairs
-    tfdeblur evaluate -m lmfn_bundled GOPRO_Large/test --csv scores.csv [--tile 512]
+    tfdeblur info                     versions, compiled-op status, models
+    tfdeblur models                   the bundled trained models, then the architectures
+    tfdeblur deblur IN... -o OUT      deblur files or folders (the best bundled model, or -m)
+    tfdeblur demo                     deblur the bundled real blurry photo, side by side
+    tfdeblur evaluate -m M DATA       mean PSNR / SSIM of a model and of the blurry input
+    tfdeblur prepare-data ROOT OUT    a paired dataset as sharded TFRecords
+    tfdeblur train --run-dir RUN      train from a config, or resume a run
+    tfdeblur export -m M ...          SavedModel (TF Serving), TFLite / LiteRT, ONNX
+
+``tfdeblur COMMAND --help`` gives each one's options; the README and docs/cli.md give examples.
 
 Bundled models are listed by ``tfdeblur models`` (see :mod:`tfdeblur.pretrained`);
 nothing is ever downloaded. Without a bundled model, ``deblur`` needs ``-m FILE.keras``
@@ -613,6 +609,11 @@ def _is_user_error(e: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: the program's); returns the exit status."""
     as_program = argv is None
+    if as_program:
+        # The tool runs TensorFlow graphs (compiled ops, SavedModel, TFLite): its own
+        # process uses Keras's TensorFlow backend whatever the user's Keras config says.
+        # (Importing tfdeblur as a library leaves KERAS_BACKEND to the user.)
+        os.environ["KERAS_BACKEND"] = "tensorflow"
     status, command = _run(list(sys.argv[1:] if argv is None else argv))
     if as_program and command == "train" and status != 0:
         # A training stopped by an error or Ctrl-C can leave tf.data workers inside a
