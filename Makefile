@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 # tf2onnx and onnxruntime are the optional [onnx] extra, installed here for its tests.
-	$(BIN)/pip install --quiet "tensorflow==2.21.*" "keras>=3.10" numpy opencv-python-headless "tensorflow-serving-api==2.21.*" ai-edge-litert pytest hypothesis "ruff==0.17.5" tf2onnx onnxruntime
+	$(BIN)/pip install --quiet "tensorflow==2.21.*" "keras>=3.10" numpy opencv-python-headless "tensorflow-serving-api==2.21.*" ai-edge-litert pytest hypothesis "ruff==0.17.5" tf2onnx onnxruntime jax
 	touch $(STAMP)
 
 # Editable install, once (again when the packaging files change); it compiles
