@@ -94,10 +94,19 @@ def models():
 @pytest.fixture(scope="module")
 def saved_models(models, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved")
-    # SVDN for flow-guided training (two outputs): the export serves the image only.
-    exported = {**models, "svdn": with_positions(_build("svdn"))}
     return {name: export_saved_model(model, root / name / "1", input_shape=SAVED_SHAPES[name])
-            for name, model in exported.items()}
+            for name, model in models.items()}
+
+
+def test_training_model_with_two_outputs_is_refused(tmp_path):
+    """A model has one set of outputs: SVDN's training model (image + positions) is not
+    exported; the message names the model to export instead."""
+    train = with_positions(_build("svdn"))
+    with pytest.raises(ValueError, match="2 outputs.*with_positions"):
+        export_saved_model(train, tmp_path / "sm")
+    with pytest.raises(ValueError, match="2 outputs"):
+        export_tflite(train, tmp_path / "m.tflite", input_size=(16, 16))
+    assert not os.listdir(tmp_path)
 
 
 # Independent of tfdeblur.export's own check: a fresh interpreter, no tfdeblur.

@@ -47,11 +47,16 @@ class ExportError(RuntimeError):
 
 def _load_keras(model) -> keras.Model:
     if isinstance(model, keras.Model):
+        from tfdeblur.inference import check_image_to_image
+
+        # One image in, one image of the same shape out (SVDN's training model, with
+        # its sampling positions, is refused, naming the model to export instead).
+        check_image_to_image(model, f"model {model.name!r}")
         return model
     if isinstance(model, (str, os.PathLike)):
         from tfdeblur.inference import load_model
 
-        return load_model(model)
+        return load_model(model)  # checked the same way
     raise ValueError(f"model must be a keras.Model or the path of a .keras file, "
                      f"got {type(model).__name__}")
 
@@ -225,21 +230,6 @@ def _layer_configs(model: keras.Model) -> list:
     return configs
 
 
-def _image_output(model: keras.Model, x, **kwargs):
-    y = model(x, training=False, **kwargs)
-    # SVDN built with return_positions=True returns [image, positions].
-    return y[0] if isinstance(y, (list, tuple)) else y
-
-
-def _image_model(model: keras.Model) -> keras.Model:
-    """``model`` itself, or for a model with several outputs one with its image output only."""
-    outputs = getattr(model, "outputs", None)
-    if not outputs or len(outputs) == 1:
-        return model
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, outputs[0], name=model.name)
-
-
 def _probe_images(n: int, h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
     """Deterministic test images in [0, 1]: structure at several scales plus noise."""
     rng = np.random.default_rng(seed)
@@ -287,9 +277,9 @@ def _verified_portable(model: keras.Model, input_shape, x: np.ndarray | None = N
         reference = _rebuild_same_ops(model, (h, w, c))
     else:
         reference = model
-    want = np.asarray(_image_output(reference, x))
+    want = np.asarray(reference(x, training=False))
     if portable is not model:
-        _check_close(np.asarray(_image_output(portable, x)), want, _PORTABLE_TOLERANCE,
+        _check_close(np.asarray(portable(x, training=False)), want, _PORTABLE_TOLERANCE,
                      f"portable rebuild of {model.name!r}")
     return portable, x, want
 

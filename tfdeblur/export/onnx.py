@@ -130,7 +130,7 @@ def export_onnx(model: keras.Model | str | os.PathLike, path: str | os.PathLike,
 
     @tf.function(autograph=False)
     def serve(blurry):
-        return {OUTPUT_NAME: _common._image_output(portable, blurry)}
+        return {OUTPUT_NAME: portable(blurry, training=False)}
 
     spec = tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME)
     try:

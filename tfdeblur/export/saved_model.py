@@ -92,7 +92,7 @@ def _write_saved_model(model: keras.Model, directory: str, batch_shape: tuple, *
     @tf.function(input_signature=[tf.TensorSpec(batch_shape, tf.float32, name=INPUT_NAME)],
                  autograph=False)
     def serve(blurry):
-        return {OUTPUT_NAME: _common._image_output(model, blurry)}
+        return {OUTPUT_NAME: model(blurry, training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_INPUT_NAME)],
                  autograph=False)

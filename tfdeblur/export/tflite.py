@@ -354,7 +354,7 @@ def _check_int8(interpreter, reference, crops: np.ndarray, what: str, size: int)
     """Measures the int8 model against the float one on the calibration crops."""
     scores = []
     for crop in crops:
-        want = np.asarray(_common._image_output(reference, crop[None]) if isinstance(
+        want = np.asarray(reference(crop[None], training=False) if isinstance(
             reference, keras.Model) else reference(crop[None]))
         scores.append(verify.psnr(verify.run_tflite(interpreter, crop[None]), want))
     median = float(np.median(scores))

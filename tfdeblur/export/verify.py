@@ -29,7 +29,6 @@ from tfdeblur.export._common import (
     WARMUP_FILE,
     ExportError,
     _check_close,
-    _image_model,
 )
 
 __all__ = ["float_ops", "psnr", "run_tflite", "tflite_interpreter", "tflite_ops",
@@ -134,7 +133,6 @@ def expected_pngs(model, images: dict[str, tuple[bytes, np.ndarray]]) -> dict[st
     """What ``tfdeblur deblur`` writes as an 8-bit PNG for each image, ``[H, W, C]`` uint8."""
     from tfdeblur.inference import deblur_image
 
-    model = _image_model(model)
     out = {}
     for name, (_, stored) in images.items():
         y = deblur_image(model, stored)
