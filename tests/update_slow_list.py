@@ -1,7 +1,10 @@
 """Rewrites tests/slow_tests.txt from measured test times.
 
     TFDEBLUR_TEST_TIMES=/tmp/times.json pytest tests
-    python tests/update_slow_list.py /tmp/times.json [--threshold 5]
+    python tests/update_slow_list.py /tmp/times.json [/tmp/times_fast.json] [--threshold 1]
+
+A second file from a run of the fast set (``-m "not slow"``) catches tests that
+pay for a module fixture once the test that used to pay for it is deselected.
 
 A test is slow when its setup + call + teardown took more than ``--threshold``
 seconds of CPU (this process and its finished children) or of wall time, on an
@@ -23,11 +26,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("times", help="JSON written by TFDEBLUR_TEST_TIMES")
+    ap.add_argument("times", nargs="+", help="JSON files written by TFDEBLUR_TEST_TIMES "
+                    "(a full run, and optionally a run of the fast set: the longest time counts)")
     ap.add_argument("--threshold", type=float, default=1.0, help="seconds (default 1)")
     args = ap.parse_args(argv)
-    with open(args.times) as f:
-        times = json.load(f)
+    times: dict = {}
+    for path in args.times:
+        with open(path) as f:
+            for node, t in json.load(f).items():
+                old = times.get(node, {"cpu_s": 0.0, "wall_s": 0.0})
+                times[node] = {k: max(old[k], t[k]) for k in ("cpu_s", "wall_s")}
     by_file = collections.defaultdict(list)
     for node, t in times.items():
         by_file[node.split("::")[0]].append((node, max(t["cpu_s"], t["wall_s"])))
