@@ -250,6 +250,21 @@ def _check_same_size(b: np.ndarray, s: np.ndarray, bp: str, sp: str) -> None:
                          f"{sp} is {s.shape[1]}x{s.shape[0]}")
 
 
+
+def usable_pairs(root, layout: str, split, blur_dir, skip_bad_files) -> list[Pair]:
+    """The pairs of ``root`` whose two files are readable images.
+
+    Every file is checked before anything is read for training (a bad one is
+    named up front, or left out with a warning when ``skip_bad_files``).
+    """
+    pairs = find_pairs(root, layout=layout, split=split, blur_dir=blur_dir)
+    good = set(check_image_files([f for p in pairs for f in (p.blurry, p.sharp)],
+                                 skip_bad=bool(skip_bad_files)))
+    pairs = [p for p in pairs if p.blurry in good and p.sharp in good]
+    if not pairs:
+        raise ValueError(f"root {root}: no pair with both files usable")
+    return pairs
+
 def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str | None = None,
                    blur_dir: str = "blur", patch_size: int | tuple[int, int] | None = None,
                    augment: bool = False, batch_size: int | None = None,
@@ -361,13 +376,7 @@ def paired_dataset(root: str | os.PathLike, *, layout: str = "auto", split: str 
                             if layout == "folders" else ""))
     if flow_preset not in PRESETS:
         raise ValueError(f"flow_preset must be one of {sorted(PRESETS)}, got {flow_preset!r}")
-    pairs = find_pairs(root, layout=layout, split=split, blur_dir=blur_dir)
-    # Every file checked before the first element (named up front, or left out).
-    good = set(check_image_files([f for p in pairs for f in (p.blurry, p.sharp)],
-                                 skip_bad=bool(skip_bad_files)))
-    pairs = [p for p in pairs if p.blurry in good and p.sharp in good]
-    if not pairs:
-        raise ValueError(f"root {root}: no pair with both files usable")
+    pairs = usable_pairs(root, layout, split, blur_dir, skip_bad_files)
 
     tensors = {"blurry": [p.blurry for p in pairs], "sharp": [p.sharp for p in pairs]}
     flow_store = None

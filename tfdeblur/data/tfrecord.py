@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur.data import _pipeline
-from tfdeblur.data.io import _fspath, check_image_files, decode_image
+from tfdeblur.data.io import _fspath, decode_image
 from tfdeblur.data.progress import ProgressBar
 
 MANIFEST = "tfdeblur_tfrecords.json"
@@ -143,7 +143,7 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
     Returns:
         The manifest written (also ``out/tfdeblur_tfrecords.json``).
     """
-    from tfdeblur.data.paired import _check_same_size, detect_layout, find_pairs, flow_store_for
+    from tfdeblur.data.paired import _check_same_size, detect_layout, flow_store_for, usable_pairs
 
     root, out = _fspath(root), os.path.abspath(_fspath(out))
     if os.path.exists(out):
@@ -160,12 +160,7 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
         raise ValueError(f"shards must be a positive int or None, got {shards!r}")
     if layout == "auto":
         layout = detect_layout(root, blur_dir)
-    pairs = find_pairs(root, layout=layout, split=split, blur_dir=blur_dir)
-    good = set(check_image_files([f for p in pairs for f in (p.blurry, p.sharp)],
-                                 skip_bad=bool(skip_bad_files)))
-    pairs = [p for p in pairs if p.blurry in good and p.sharp in good]
-    if not pairs:
-        raise ValueError(f"root {root}: no pair with both files usable")
+    pairs = usable_pairs(root, layout, split, blur_dir, skip_bad_files)
     flows = None
     if with_flow:
         flows = flow_store_for(pairs, root, layout, flow_cache, flow_preset, progress)
