@@ -51,6 +51,18 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
                         {"model": {"name": "svdn", "width": 16, "dilation_rates": [1, 2, 4],
                                    "kernel_size": 5, "offset_hidden": 16, "head_width": 8,
                                    "identity_init": True}}),
+    "svdn8_charb_id": ("SVDN width 8, Charbonnier, identity start",
+                       {"model": {"name": "svdn", "width": 8, "dilation_rates": [1, 2, 4],
+                                  "kernel_size": 5, "offset_hidden": 8, "head_width": 8,
+                                  "identity_init": True}}),
+    "svrnn16_charb": ("SVRNN width 16 (2 RNN stages), Charbonnier (no global residual: "
+                      "no identity start)",
+                      {"model": {"name": "svrnn", "width": 16, "weight_width": 16,
+                                 "num_rnns": 2}}),
+    "lmfn32_charb_id_p96": ("LMFN width 32, Charbonnier, identity start, 96x96 crops",
+                            {"model": {"name": "lmfn", "width": 32, "num_blocks": 4,
+                                       "identity_init": True},
+                             "data.train.patch_size": 96}),
     "svrnn8_charb": ("SVRNN width 8 (2 RNN stages), Charbonnier (no global residual: "
                      "no identity start)",
                      {"model": {"name": "svrnn", "width": 8, "weight_width": 8,
