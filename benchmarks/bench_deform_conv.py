@@ -1,4 +1,4 @@
-"""Speed of the modulated deformable convolution: compiled vs portable vs tf.nn.conv2d.
+"""Speed of the modulated deformable convolution: compiled vs portable vs conv2d vs torchvision.
 
 Prints a Markdown table: for 3x3 and 5x5 kernels, 64 -> 64 channels, at
 [1, 180, 320, 64] and [8, 64, 64, 64] (stride 1, "same"), the median time of
@@ -7,14 +7,22 @@ the forward pass and of forward + backward (gradients of every input) of
 - the compiled op (``implementation="compiled"``),
 - the portable twin (stock TensorFlow ops: one gather + matmul),
 - ``tf.nn.conv2d`` + bias of the same geometry (the dense lower bound),
+- torchvision's CPU ``torchvision.ops.deform_conv2d`` on the same values in
+  NCHW (when ``torch`` and ``torchvision`` import; the row is skipped, saying
+  why, when they do not), with the same number of intra-op threads,
 
-all in the same run, each inside a ``tf.function``. Offsets are random in
-[-2, 2] pixels and masks random in [0, 1].
+all in the same run, each TensorFlow one inside a ``tf.function``. Offsets are
+random in [-2, 2] pixels and masks random in [0, 1].
+
+The forward + backward functions return the forward output as well as the
+gradients: a ``tf.function`` that returns only ``tape.gradient(...)`` lets
+TensorFlow prune the forward op (the backward of a convolution does not read
+its output), and such a row would time the backward alone.
 
 Usage::
 
     python benchmarks/bench_deform_conv.py [--reps 10] [--warmup 2] [--quick]
-        [--threads N] [--skip-portable]
+        [--threads N] [--skip-portable] [--skip-torchvision]
 
 ``--quick`` uses small shapes (to check that the script works).
 """
@@ -83,7 +91,7 @@ def _deform_fns(impl: str, a: dict):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
             y = modulated_deform_conv2d(*inputs, implementation=impl)
-        return tape.gradient(y, inputs, output_gradients=a["dy"])
+        return y, tape.gradient(y, inputs, output_gradients=a["dy"])
 
     return tf.function(forward), tf.function(forward_backward)
 
@@ -97,9 +105,59 @@ def _dense_fns(a: dict):
         with tf.GradientTape() as tape:
             tape.watch(inputs)
             y = tf.nn.bias_add(tf.nn.conv2d(inputs[0], inputs[1], 1, "SAME"), inputs[2])
-        return tape.gradient(y, inputs, output_gradients=a["dy"])
+        return y, tape.gradient(y, inputs, output_gradients=a["dy"])
 
     return tf.function(forward), tf.function(forward_backward)
+
+
+def _torchvision():
+    """(torch, torchvision.ops.deform_conv2d), or (None, why not)."""
+    try:
+        import torch
+        from torchvision.ops import deform_conv2d
+    except Exception as e:  # ImportError, or a wheel missing its shared libraries
+        return None, f"{type(e).__name__}: {e}"
+    return torch, deform_conv2d
+
+
+def _torchvision_fns(torch, deform_conv2d, a: dict, k: int):
+    """torchvision's forward and forward + backward on the same values as ``a``, in NCHW.
+
+    The forward runs under ``torch.no_grad()``; forward + backward computes the
+    gradients of every input with ``torch.autograd.grad`` (``dy`` as the output
+    gradient) and returns them with the output.
+    """
+    def nchw(t, perm=(0, 3, 1, 2)):
+        return torch.from_numpy(np.ascontiguousarray(t.numpy().transpose(perm)))
+
+    x, offset, mask, dy = (nchw(a[key]) for key in ("x", "offset", "mask", "dy"))
+    kernel = nchw(a["kernel"], (3, 2, 0, 1))              # [KH, KW, Cin, Cout] -> OIHW
+    bias = torch.from_numpy(a["bias"].numpy())
+    inputs = [x, offset, mask, kernel, bias]
+    pad = (k // 2, k // 2)                                # "same" at stride 1, odd k
+
+    def forward():
+        with torch.no_grad():
+            return deform_conv2d(x, offset, kernel, bias, padding=pad, mask=mask)
+
+    def forward_backward():
+        leaves = [t.detach().requires_grad_(True) for t in inputs]
+        xl, ol, ml, kl, bl = leaves
+        y = deform_conv2d(xl, ol, kl, bl, padding=pad, mask=ml)
+        return [y.detach(), *torch.autograd.grad(y, leaves, dy)]
+
+    return forward, forward_backward
+
+
+def _torch_median_ms(fn, reps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()  # torch's CPU ops are synchronous
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,36 +169,62 @@ def main(argv: list[str] | None = None) -> int:
                    help="intra-op threads (0: TensorFlow's default)")
     p.add_argument("--skip-portable", action="store_true",
                    help="leave out the portable twin (it needs a few GB at full size)")
+    p.add_argument("--skip-torchvision", action="store_true",
+                   help="leave out torchvision's deform_conv2d even when it imports")
     args = p.parse_args(argv)
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     if not compiled_available():
         print("compiled op library not available: build it first (custom_ops/build.py)")
         return 1
+    torch, deform_conv2d = (None, "--skip-torchvision") if args.skip_torchvision else _torchvision()
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    if torch is not None:
+        # TensorFlow's default pool has one thread per logical CPU; torch's the same here.
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        import torchvision
+
+        peer = (f"torch {torch.__version__}, torchvision {torchvision.__version__} "
+                f"({torch.get_num_threads()} threads)")
+    else:
+        peer = f"torchvision row skipped ({deform_conv2d})"
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     rng = np.random.default_rng(0)
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs visible, "
-          f"intra-op threads {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}, "
+          f"intra-op threads {threads or 'auto'}, {peer}, "
           f"median of {args.reps} runs, float32, stride 1, 'same', offsets in [-2, 2]\n")
-    header = ("| input | kernel | pass | compiled ms | portable ms | conv2d ms "
-              "| compiled / conv2d | portable / compiled |")
+    header = ("| input | kernel | pass | compiled ms | portable ms | conv2d ms | torchvision ms "
+              "| compiled / conv2d | portable / compiled | torchvision / compiled |")
     print(header)
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    agreement = []
     for shape in shapes:
         for k in KERNELS:
             a = _inputs(shape, k, rng)
             comp_f, comp_fb = _deform_fns("compiled", a)
             port_f, port_fb = _deform_fns("portable", a)
             dense_f, dense_fb = _dense_fns(a)
-            for label, comp, port, dense in (("forward", comp_f, port_f, dense_f),
-                                             ("fwd+bwd", comp_fb, port_fb, dense_fb)):
+            tv_f = tv_fb = None
+            if torch is not None:
+                tv_f, tv_fb = _torchvision_fns(torch, deform_conv2d, a, k)
+                ours = comp_f().numpy()
+                theirs = tv_f().numpy().transpose(0, 2, 3, 1)
+                agreement.append(float(np.max(np.abs(ours - theirs))
+                                       / max(np.max(np.abs(ours)), 1e-30)))
+            for label, comp, port, dense, tv in (("forward", comp_f, port_f, dense_f, tv_f),
+                                                 ("fwd+bwd", comp_fb, port_fb, dense_fb, tv_fb)):
                 t_comp = _median_ms(comp, args.reps, args.warmup)
                 t_dense = _median_ms(dense, args.reps, args.warmup)
                 t_port = (float("nan") if args.skip_portable
                           else _median_ms(port, max(1, args.reps // 2), 1))
+                t_tv = float("nan") if tv is None else _torch_median_ms(tv, args.reps,
+                                                                        args.warmup)
                 print(f"| {list(shape)} | {k}x{k} | {label} | {t_comp:.1f} | {t_port:.1f} | "
-                      f"{t_dense:.1f} | {t_comp / t_dense:.2f}x | {t_port / t_comp:.2f}x |",
-                      flush=True)
+                      f"{t_dense:.1f} | {t_tv:.1f} | {t_comp / t_dense:.2f}x | "
+                      f"{t_port / t_comp:.2f}x | {t_tv / t_comp:.2f}x |", flush=True)
+    if agreement:
+        print(f"\ntorchvision's forward output equals the compiled op's on every row to "
+              f"{max(agreement):.1e} of its largest value (same inputs, NCHW vs NHWC)")
     return 0
 
 

@@ -68,7 +68,9 @@ def make_fns(fn, jit=False):
         with tf.GradientTape() as tape:
             tape.watch([x, g])
             y = fn(x, g)
-        return tape.gradient(y, [x, g], output_gradients=dy)
+        # y too: a function returning only the gradients lets TensorFlow prune
+        # every forward op the backward does not read.
+        return y, tape.gradient(y, [x, g], output_gradients=dy)
 
     return fwd, fwd_bwd
 
@@ -81,7 +83,8 @@ def floor_fns():
     # written by the first and read by the second (one XLA function could
     # keep y in registers, which no training step can).
     def fwd_bwd(x, g, dy):
-        return bwd(x, g, fwd(x, g), dy)
+        y = fwd(x, g)
+        return y, bwd(x, g, y, dy)
 
     return fwd, fwd_bwd
 
