@@ -95,7 +95,7 @@ def test_tiled_and_tfrecord_and_limit(pairs, halving_model, tmp_path):
     assert from_records.blurry_psnr == whole.blurry_psnr and from_records.psnr == whole.psnr
     first = evaluate(halving_model, pairs, limit=2, progress=False)
     assert first.images == 2 and first.rows == whole.rows[:2]
-    with pytest.raises(ValueError, match="limit must be a positive int"):
+    with pytest.raises(ValueError, match="^limit must be an integer >= 1 or None, got 0$"):
         evaluate(halving_model, pairs, limit=0)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         evaluate(halving_model, tmp_path / "nowhere")

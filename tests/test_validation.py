@@ -240,3 +240,171 @@ def test_tensor_checks_name_owner_and_argument():
                                          "got int32"):
         v.as_float_tensor(np.zeros(3, np.int32), "x")
     assert v.as_float_tensor(np.zeros(3), "x").dtype == tf.float64
+
+
+# ---------------------------------------------------------------------------
+# Arguments outside the layers: data pipelines, evaluation, export, training
+# helpers. The same bad values get the same message form.
+
+def _dataset_options(**kwargs):
+    from tfdeblur.data._pipeline import DatasetOptions
+
+    return DatasetOptions.from_arguments(**kwargs)
+
+
+def _evaluate(**kwargs):
+    from tfdeblur.evaluation import evaluate
+
+    return evaluate("unused", "/nonexistent/pairs", progress=False, **kwargs)
+
+
+def _write_tfrecords(**kwargs):
+    from tfdeblur.data.tfrecord import write_tfrecords
+
+    return write_tfrecords("/nonexistent/pairs", "/nonexistent/out", progress=False, **kwargs)
+
+
+def _calibration(**kwargs):
+    from tfdeblur.export.tflite import calibration_images
+
+    return calibration_images("/nonexistent/photos", (8, 8), 3, **kwargs)
+
+
+def _checkpoint_manager(**kwargs):
+    from tfdeblur.training.checkpoint import CheckpointManager
+
+    return CheckpointManager("/nonexistent/run", create=False, **kwargs)
+
+
+def _resumable(**kwargs):
+    from tfdeblur.training.callbacks import ResumableCheckpoint
+
+    return ResumableCheckpoint("/nonexistent/run", **kwargs)
+
+
+def _tensorboard(**kwargs):
+    from tfdeblur.training.callbacks import TensorBoard
+
+    return TensorBoard("/nonexistent/tb", **kwargs)
+
+
+def _psnr(**kwargs):
+    from tfdeblur.metrics import psnr
+
+    return psnr(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3)), **kwargs)
+
+
+def _side_by_side(**kwargs):
+    from tfdeblur.demo import side_by_side
+
+    return side_by_side(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)), **kwargs)
+
+
+# (maker, argument, owner prefix, minimum (None: any integer), None allowed)
+OTHER_INT_ARGUMENTS = [
+    (_dataset_options, "seed", "", None, True),
+    (_dataset_options, "batch_size", "", 1, True),
+    (_dataset_options, "skip", "", 0, False),
+    (_evaluate, "limit", "", 1, True),
+    (_write_tfrecords, "shards", "", 1, True),
+    (_calibration, "samples", "", 1, False),
+    (_checkpoint_manager, "keep", "CheckpointManager: ", 1, False),
+    (_resumable, "every", "ResumableCheckpoint: ", 1, False),
+    (_tensorboard, "max_images", "TensorBoard: ", 0, False),
+    (_psnr, "crop_border", "psnr: ", 0, False),
+    (_side_by_side, "zoom", "", 1, False),
+]
+# How the argument is called in the message, where it differs from the keyword.
+_MESSAGE_NAMES = {(_calibration, "samples"): "calibration_samples"}
+OTHER_BAD = [3.7, 0, -1, True, "3", None]
+
+
+def _other_int_cases():
+    for make, arg, prefix, minimum, allow_none in OTHER_INT_ARGUMENTS:
+        for bad in OTHER_BAD:
+            if (bad is None and allow_none) or (
+                    isinstance(bad, int) and not isinstance(bad, bool)
+                    and (minimum is None or bad >= minimum)):
+                continue
+            yield pytest.param(make, arg, prefix, minimum, allow_none, bad,
+                               id=f"{make.__name__}-{arg}-{bad!r}")
+
+
+@pytest.mark.parametrize("make,arg,prefix,minimum,allow_none,bad", list(_other_int_cases()))
+def test_same_bad_integer_same_error_outside_the_layers(make, arg, prefix, minimum,
+                                                        allow_none, bad):
+    name = _MESSAGE_NAMES.get((make, arg), arg)
+    expected = (f"{prefix}{name} must be an integer"
+                + ("" if minimum is None else f" >= {minimum}")
+                + (" or None" if allow_none else "") + f", got {bad!r}")
+    with pytest.raises(ValueError) as info:
+        make(**{arg: bad})
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("bad", [3.7, 0, -1, "3", np.float32(2.0)])
+def test_shuffle_is_a_flag_or_a_buffer_size(bad):
+    assert _dataset_options(shuffle=True).shuffle == 0
+    assert _dataset_options(shuffle=False).shuffle is None
+    assert _dataset_options(shuffle=np.int64(5)).shuffle == 5
+    with pytest.raises(ValueError) as info:
+        _dataset_options(shuffle=bad)
+    assert str(info.value) == f"shuffle must be True, False or an integer >= 1, got {bad!r}"
+
+
+@pytest.mark.parametrize("flag", ["augment", "flip", "rotate", "with_flow", "repeat"])
+@pytest.mark.parametrize("bad", [1, 0, "yes", None])
+def test_dataset_flags_are_bools(flag, bad):
+    with pytest.raises(ValueError) as info:
+        _dataset_options(**{flag: bad})
+    assert str(info.value) == f"{flag} must be True or False, got {bad!r}"
+
+
+@pytest.mark.parametrize("bad", [3.7, 0, -1, True, "3", (8, 3.7), (8, 0)])
+def test_patch_size_same_error_in_pipeline_and_augmentation(bad):
+    from tfdeblur.data.augment import random_crop
+
+    expected = (f"patch_size must be an integer >= 1 or a tuple of 2 of them, got {bad!r}")
+    for make in (lambda: _dataset_options(patch_size=bad),
+                 lambda: random_crop(np.zeros((8, 8, 3), np.float32), bad, [1, 2])):
+        with pytest.raises(ValueError) as info:
+            make()
+        assert str(info.value) == expected
+    assert _dataset_options(patch_size=np.int64(6)).patch_size == (6, 6)
+
+
+@pytest.fixture(scope="module")
+def tiny_lmfn():
+    return lmfn(width=4, num_scales=1, num_blocks=1)
+
+
+@pytest.mark.parametrize("bad", [3.7, 0, -1, True, "3", None, (32, 3.7), (32, 0), (32, True),
+                                 (32, 32, 3)])
+def test_export_input_size(tiny_lmfn, tmp_path, bad):
+    from tfdeblur.export import export_tflite
+
+    with pytest.raises(ValueError) as info:
+        export_tflite(tiny_lmfn, tmp_path / "x.tflite", input_size=bad)
+    assert str(info.value) == f"input_size must be (H, W), two integers >= 1, got {bad!r}"
+    assert not (tmp_path / "x.tflite").exists()
+
+
+@pytest.mark.parametrize("bad", [(None, 3.7, 3), (0, None, 3), (None, True, None), (None, None),
+                                 3])
+def test_export_input_shape(tiny_lmfn, tmp_path, bad):
+    from tfdeblur.export import export_saved_model
+
+    with pytest.raises(ValueError) as info:
+        export_saved_model(tiny_lmfn, tmp_path / "sm", input_shape=bad)
+    assert str(info.value) == ("input_shape must be (H, W, C) with H, W and C positive ints or "
+                               f"None, got {bad!r}")
+
+
+@pytest.mark.parametrize("bad", ["fast", "Compiled", None, 1])
+def test_resolve_implementation_same_error(bad):
+    from tfdeblur.ops._loader import resolve_implementation
+
+    with pytest.raises(ValueError) as info:
+        resolve_implementation(bad)
+    assert str(info.value) == ("implementation must be one of ('auto', 'compiled', 'portable'), "
+                               f"got {bad!r}")

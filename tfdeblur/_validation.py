@@ -45,21 +45,63 @@ def is_int(value) -> bool:
 # Constructor arguments
 
 
-def check_int(value, name: str, *, minimum: int = 1, owner: str | None = None,
+def check_int(value, name: str, *, minimum: int | None = 1, owner: str | None = None,
               allow_none: bool = False) -> int | None:
     """``value`` as a Python int ``>= minimum`` (or None when ``allow_none``).
 
+    ``minimum=None`` accepts any integer (a seed).
+
     Raises:
         ValueError: ``"{owner}: {name} must be an integer >= {minimum}, got {value!r}"``
-            (``"... >= {minimum} or None, ..."`` when None is allowed).
+            (``"... >= {minimum} or None, ..."`` when None is allowed, ``"an integer"``
+            without a minimum).
     """
     if value is None and allow_none:
         return None
-    if not is_int(value) or value < minimum:
+    if not is_int(value) or (minimum is not None and value < minimum):
         none = " or None" if allow_none else ""
-        raise ValueError(f"{_prefix(owner)}{name} must be an integer >= {minimum}{none}, "
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{_prefix(owner)}{name} must be an integer{bound}{none}, "
                          f"got {value!r}")
     return int(value)
+
+
+def check_bool_or_int(value, name: str, *, minimum: int = 1,
+                      owner: str | None = None) -> bool | int:
+    """``value`` if it is True or False, else as a Python int ``>= minimum``.
+
+    For switches that also take a size (``shuffle=True`` or a buffer size).
+
+    Raises:
+        ValueError: ``"{owner}: {name} must be True, False or an integer >= {minimum},
+            got {value!r}"``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if not is_int(value) or value < minimum:
+        raise ValueError(f"{_prefix(owner)}{name} must be True, False or an integer >= "
+                         f"{minimum}, got {value!r}")
+    return int(value)
+
+
+def check_size(value, name: str = "input_size", *, minimum: int = 1,
+               owner: str | None = None) -> tuple[int, int]:
+    """An image size ``(H, W)``: two integers ``>= minimum``, as a tuple of Python ints.
+
+    Unlike :func:`standardize_tuple`, one integer is not a size: the package
+    calls an image size ``input_size=(H, W)`` everywhere (``--input-size HxW``
+    on the command line).
+
+    Raises:
+        ValueError: ``"{owner}: {name} must be (H, W), two integers >= {minimum},
+            got {value!r}"``.
+    """
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(is_int(d) and d >= minimum for d in value))
+    if not ok:
+        raise ValueError(f"{_prefix(owner)}{name} must be (H, W), two integers >= {minimum}, "
+                         f"got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 def standardize_tuple(value, n: int, name: str, *, minimum: int = 1,
@@ -154,8 +196,12 @@ def check_implementation(value, *, owner: str | None = None) -> str:
     return check_choice(value, IMPLEMENTATIONS, "implementation", owner=owner)
 
 
-def check_input_shape(value, *, owner: str | None = None) -> tuple:
-    """A model's ``input_shape`` argument: ``(H, W, C)``, C an integer >= 1, H and W too or None.
+def check_input_shape(value, *, owner: str | None = None, known_channels: bool = True) -> tuple:
+    """A model's ``input_shape`` argument: ``(H, W, C)``, each an integer >= 1 or None.
+
+    Args:
+        known_channels: whether C must be given (a model builder needs it; an
+            export takes None as "the model's own").
 
     Raises:
         ValueError: naming ``input_shape``.
@@ -164,10 +210,11 @@ def check_input_shape(value, *, owner: str | None = None) -> tuple:
         shape = tuple(value)
     except TypeError:
         shape = None
-    if (shape is None or len(shape) != 3 or shape[-1] is None
+    if (shape is None or len(shape) != 3 or (known_channels and shape[-1] is None)
             or not all(d is None or (is_int(d) and d >= 1) for d in shape)):
-        raise ValueError(f"{_prefix(owner)}input_shape must be (H, W, C) with C a known channel "
-                         f"count and H, W positive ints or None, got {value!r}")
+        channels = "C a known channel count and H, W" if known_channels else "H, W and C"
+        raise ValueError(f"{_prefix(owner)}input_shape must be (H, W, C) with {channels} "
+                         f"positive ints or None, got {value!r}")
     return tuple(None if d is None else int(d) for d in shape)
 
 

@@ -14,6 +14,7 @@ import time
 import cv2
 import numpy as np
 
+from tfdeblur import _validation as checks
 from tfdeblur import pretrained
 
 _YELLOW = (255, 215, 0)
@@ -80,8 +81,7 @@ def side_by_side(blurry: np.ndarray, deblurred: np.ndarray, *,
     if a.shape != b.shape:
         raise ValueError(f"blurry and deblurred must have the same shape, got {a.shape} and "
                          f"{b.shape}")
-    if isinstance(zoom, bool) or not isinstance(zoom, int) or zoom < 1:
-        raise ValueError(f"zoom must be an integer >= 1, got {zoom!r}")
+    checks.check_int(zoom, "zoom")
     h, w, _ = a.shape
     band, divider = max(16, w // 40), max(2, w // 320)
     ch, cw = max(1, h // zoom), max(1, w // zoom)

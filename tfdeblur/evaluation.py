@@ -122,6 +122,7 @@ def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike, *,
     """
     import numpy as np
 
+    from tfdeblur import _validation as checks
     from tfdeblur import metrics
     from tfdeblur._api import resolve_model
     from tfdeblur.data.io import _fspath
@@ -129,9 +130,7 @@ def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike, *,
     from tfdeblur.data.progress import ProgressBar
     from tfdeblur.inference import deblur_image
 
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    limit = checks.check_int(limit, "limit", allow_none=True)
     data = _fspath(data)
     names = pair_names(data, layout=layout, split=split, blur_dir=blur_dir)
     ds = paired_dataset(data, layout=layout, split=split, blur_dir=blur_dir, progress=False)

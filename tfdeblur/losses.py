@@ -88,9 +88,7 @@ def _check_feature_scale(value, owner: str, name: str = "feature_scale") -> floa
 
 
 def _check_stride(value, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: feature_stride must be an integer >= 1, got {value!r}")
-    return int(value)
+    return checks.check_int(value, "feature_stride", owner=owner)
 
 
 class _Loss(keras.losses.Loss):

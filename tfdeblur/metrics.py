@@ -70,12 +70,8 @@ def _check_options(data_range, crop_border, y_channel, owner: str):
     if (isinstance(data_range, bool) or not isinstance(data_range, numbers.Real)
             or not math.isfinite(data_range) or data_range <= 0):
         raise ValueError(f"{owner}: data_range must be a finite number > 0, got {data_range!r}")
-    if isinstance(crop_border, bool) or not isinstance(crop_border, numbers.Integral) \
-            or crop_border < 0:
-        raise ValueError(f"{owner}: crop_border must be an integer >= 0, got {crop_border!r}")
-    if not isinstance(y_channel, (bool, np.bool_)):
-        raise ValueError(f"{owner}: y_channel must be True or False, got {y_channel!r}")
-    return float(data_range), int(crop_border), bool(y_channel)
+    return (float(data_range), checks.check_int(crop_border, "crop_border", minimum=0, owner=owner),
+            checks.check_bool(y_channel, "y_channel", owner=owner))
 
 
 def _to_tensor(value, name: str, data_range: float, owner: str) -> tf.Tensor:

@@ -20,11 +20,11 @@ def test_arguments_are_checked_and_normalised():
     assert DatasetOptions.from_arguments(patch_size=(8, 6)).rotate_batchable
     with pytest.raises(dataclasses.FrozenInstanceError):
         o.seed = 3
-    for kwargs, message in [(dict(patch_size=0), "patch_size must be positive"),
-                            (dict(batch_size=0), "batch_size must be a positive int"),
-                            (dict(shuffle=-1), "shuffle must be a bool or a positive"),
-                            (dict(seed=1.5), "seed must be an int"),
-                            (dict(skip=-1), "skip must be an int >= 0"),
+    for kwargs, message in [(dict(patch_size=0), "patch_size must be an integer >= 1 or a"),
+                            (dict(batch_size=0), "batch_size must be an integer >= 1 or None"),
+                            (dict(shuffle=-1), "shuffle must be True, False or an integer >= 1"),
+                            (dict(seed=1.5), "seed must be an integer or None"),
+                            (dict(skip=-1), "skip must be an integer >= 0"),
                             (dict(service="host:1"), "service must be a tf.data service")]:
         with pytest.raises(ValueError, match=message):
             DatasetOptions.from_arguments(**kwargs)

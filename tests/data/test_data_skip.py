@@ -92,7 +92,7 @@ def test_without_repeat_a_dataset_is_one_pass(pairs):
 
 @pytest.mark.parametrize("skip", [-1, 1.5, True, "2"])
 def test_bad_skip(photos, pairs, skip):
-    with pytest.raises(ValueError, match="skip must be an int >= 0"):
+    with pytest.raises(ValueError, match="skip must be an integer >= 0"):
         synthetic_dataset(photos, skip=skip)
-    with pytest.raises(ValueError, match="skip must be an int >= 0"):
+    with pytest.raises(ValueError, match="skip must be an integer >= 0"):
         paired_dataset(pairs, skip=skip)

@@ -18,9 +18,9 @@ import dataclasses
 import os
 import secrets
 
-import numpy as np
 import tensorflow as tf
 
+from tfdeblur import _validation as checks
 from tfdeblur.data.augment import _size
 
 
@@ -28,9 +28,7 @@ def resolve_seed(seed: int | None) -> int:
     """The given seed, or a fresh random one when ``None``."""
     if seed is None:
         return secrets.randbits(31)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int or None, got {seed!r}")
-    return int(seed)
+    return checks.check_int(seed, "seed", minimum=None, allow_none=True)
 
 
 def seed_stream(seed: int, rerandomize: bool) -> tf.data.Dataset:
@@ -46,29 +44,22 @@ def check_patch_size(patch_size) -> tuple[int, int] | None:
     return None if patch_size is None else _size(patch_size)
 
 
-def check_batch_size(batch_size) -> None:
-    if batch_size is None:
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+def check_batch_size(batch_size) -> int | None:
+    return checks.check_int(batch_size, "batch_size", allow_none=True)
 
 
 def check_skip(skip) -> int:
-    if isinstance(skip, bool) or not isinstance(skip, (int, np.integer)) or skip < 0:
-        raise ValueError(f"skip must be an int >= 0, got {skip!r}")
-    return int(skip)
+    return checks.check_int(skip, "skip", minimum=0)
 
 
 def check_shuffle(shuffle) -> int | None:
-    """``False`` -> None, ``True`` -> 0 (whole dataset), an int -> that buffer size."""
-    if shuffle is False or shuffle is None:
+    """``False`` or None -> None, ``True`` -> 0 (whole dataset), an int -> that buffer size."""
+    if shuffle is None:
         return None
-    if shuffle is True:
-        return 0
-    if isinstance(shuffle, (int, np.integer)) and shuffle >= 1:
-        return int(shuffle)
-    raise ValueError(f"shuffle must be a bool or a positive buffer size, got {shuffle!r}")
+    shuffle = checks.check_bool_or_int(shuffle, "shuffle")
+    if shuffle is False:
+        return None
+    return 0 if shuffle is True else shuffle
 
 
 SERVICE_PROTOCOLS = ("grpc://", "grpc+local://")
@@ -114,11 +105,11 @@ class DatasetOptions:
     def from_arguments(cls, *, patch_size=None, batch_size=None, shuffle=False, seed=None,
                        skip=0, service=None, **flags) -> DatasetOptions:
         """Checks the dataset functions' keyword arguments (errors name the argument)."""
-        patch = check_patch_size(patch_size)
-        check_batch_size(batch_size)
-        return cls(patch_size=patch, batch_size=batch_size, shuffle=check_shuffle(shuffle),
+        return cls(patch_size=check_patch_size(patch_size),
+                   batch_size=check_batch_size(batch_size), shuffle=check_shuffle(shuffle),
                    seed=resolve_seed(seed), skip=check_skip(skip), service=check_service(service),
-                   **{k: (v if k == "num_parallel_calls" else bool(v)) for k, v in flags.items()})
+                   **{k: (val if k == "num_parallel_calls" else checks.check_bool(val, k))
+                      for k, val in flags.items()})
 
     @property
     def outputs(self) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfdeblur import _validation as checks
+
 # The six orders of the RGB channels. A Python list, not a tf.constant: importing the
 # package must not start TensorFlow's runtime (a MultiWorkerMirroredStrategy can only be
 # created before that).
@@ -25,16 +27,7 @@ def _seeds(seed, n: int) -> tf.Tensor:
 
 
 def _size(patch_size) -> tuple[int, int]:
-    if isinstance(patch_size, int):
-        patch_size = (patch_size, patch_size)
-    try:
-        ph, pw = (int(v) for v in patch_size)
-    except (TypeError, ValueError):
-        raise ValueError("patch_size must be an int or a pair (height, width), "
-                         f"got {patch_size!r}") from None
-    if ph < 1 or pw < 1:
-        raise ValueError(f"patch_size must be positive, got {patch_size!r}")
-    return ph, pw
+    return checks.standardize_tuple(patch_size, 2, "patch_size")
 
 
 def random_crop(images, patch_size, seed):

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from tfdeblur import _validation as checks
+
 #: Signature of exported SavedModels (TF Serving's default) and TFLite files.
 SIGNATURE_KEY = "serving_default"
 #: Name of the signature's input, float32 ``[N, H, W, C]`` in [0, 1].
@@ -95,15 +97,7 @@ def _channels(model: keras.Model) -> int:
 def _check_input_shape(input_shape, model: keras.Model) -> tuple:
     channels = _channels(model)
     _, min_size = _size_limits(model)
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    if shape is None or len(shape) != 3 or not all(
-            d is None or (isinstance(d, (int, np.integer)) and not isinstance(d, bool))
-            for d in shape):
-        raise ValueError(f"input_shape must be (H, W, C) with ints or None, got {input_shape!r}")
-    h, w, c = (None if d is None else int(d) for d in shape)
+    h, w, c = checks.check_input_shape(input_shape, known_channels=False)
     if c is not None and c != channels:
         raise ValueError(f"input_shape must have the model's {channels} channels, "
                          f"got {input_shape!r}")
@@ -293,12 +287,4 @@ def _rebuild_same_ops(model: keras.Model, input_shape) -> keras.Model:
 
 
 def _check_static_size(input_size) -> tuple[int, int]:
-    try:
-        size = tuple(input_size)
-    except TypeError:
-        size = None
-    if size is None or len(size) != 2 or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
-            for d in size):
-        raise ValueError(f"input_size must be (H, W) with two positive ints, got {input_size!r}")
-    return int(size[0]), int(size[1])
+    return checks.check_size(input_size, "input_size")

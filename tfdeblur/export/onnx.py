@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from tfdeblur import _atomic
+from tfdeblur import _validation as checks
 from tfdeblur.export import _common, destinations, verify
 from tfdeblur.export._common import INPUT_NAME, OUTPUT_NAME, ExportError
 
@@ -46,7 +47,7 @@ def _graph_def_without_xla(concrete):
         convert_variables_to_constants_v2,
     )
 
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
     graph_def = frozen.graph.as_graph_def()
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
     for attrs in [n.attr for n in nodes] + [f.attr for f in graph_def.library.function]:
@@ -119,8 +120,7 @@ def export_onnx(model: keras.Model | str | os.PathLike, path: str | os.PathLike,
         '/.../lmfn.onnx'
     """
     tf2onnx = _import_converters()
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
-        raise ValueError(f"opset must be an int of at least 13, got {opset!r}")
+    checks.check_int(opset, "opset", minimum=13)
     source = destinations._source_path(model)
     model = _common._load_keras(model)
     h, w, c = _common._check_input_shape(input_shape, model)

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur import _atomic
+from tfdeblur import _validation as checks
 from tfdeblur.export import _common, destinations, verify
 from tfdeblur.export._common import (
     INPUT_NAME,
@@ -134,8 +135,7 @@ def calibration_images(calibration, size: tuple[int, int], channels: int,
     from tfdeblur.data.io import read_image
     from tfdeblur.inference import list_images
 
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"calibration_samples must be a positive int, got {samples!r}")
+    checks.check_int(samples, "calibration_samples")
     items = [calibration] if isinstance(calibration, (str, os.PathLike)) else list(calibration)
     files = list_images(items)
     # Images spread over the sorted list first, so that fewer crops than images

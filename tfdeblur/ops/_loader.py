@@ -17,11 +17,11 @@ import warnings
 
 import tensorflow as tf
 
+from tfdeblur import _validation as checks
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LOCK = threading.Lock()
 _STATE: dict = {"attempted": False, "lib": None, "reason": None, "info": {}}
-
-IMPLEMENTATIONS = ("auto", "compiled", "portable")
 
 # Python functions the library must provide; a library built from older
 # sources (a stale in-place build) lacks some and is not used.
@@ -142,9 +142,7 @@ def _gpu_without_cuda_kernels() -> bool:
 
 def resolve_implementation(implementation: str) -> str:
     """Maps ``"auto" | "compiled" | "portable"`` to the one that will run."""
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, "
-                         f"got {implementation!r}")
+    checks.check_implementation(implementation)
     if implementation == "portable":
         return "portable"
     if load_library() is not None:

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdeblur import _validation as checks
 from tfdeblur.metrics import psnr, ssim
 from tfdeblur.training.checkpoint import (
     CheckpointManager,
@@ -242,8 +243,7 @@ class TensorBoard(keras.callbacks.Callback):
                  max_images: int = 3, batch_size: int | None = None,
                  model: keras.Model | None = None, step_offset: int | None = None):
         super().__init__()
-        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 0:
-            raise ValueError(f"TensorBoard: max_images must be an int >= 0, got {max_images!r}")
+        checks.check_int(max_images, "max_images", minimum=0, owner="TensorBoard")
         self.log_dir = os.fspath(log_dir)
         self.max_images = max_images
         self.batch_size = batch_size
@@ -493,8 +493,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                  steps_per_epoch: int | None = None, metric_values: dict | None = None,
                  keep: int = 3):
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"ResumableCheckpoint: every must be an int >= 1, got {every!r}")
+        checks.check_int(every, "every", owner="ResumableCheckpoint")
         if not isinstance(manager, CheckpointManager):
             manager = CheckpointManager(manager, keep=keep)
         self.manager, self.every = manager, every
