@@ -42,6 +42,12 @@ def _graph_def_without_xla(concrete):
     so with any image size). tf2onnx does not inline such calls and leaves
     ``StatefulPartitionedCall`` nodes ONNX has no op for; without the XLA mark
     they are inlined like any function and the graph converts.
+
+    Control flow stays functional (``While`` ops, not lowered to
+    Enter/Exit/Switch/Merge): tf2onnx turns a functional loop's TensorArray
+    writes into an ONNX ``Loop``'s scan output, and has no converter for the
+    TensorList ops of a lowered loop (SVDN's deformable convolutions loop over
+    row tiles at unknown sizes).
     """
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,

@@ -324,10 +324,13 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
                         mask[:, r:r + band])
             return i + 1, out.write(i, tf.transpose(part, [1, 0, 2, 3]))   # rows first
 
-        out = tf.TensorArray(dtype, size=tiles, infer_shape=False)
+        # Tiles of equal shape stacked, not concatenated: a stack is an ONNX
+        # Loop's scan output, TensorListConcatV2 has no tf2onnx converter.
+        out = tf.TensorArray(dtype, size=tiles, element_shape=[None, None, None, cout])
         _, out = tf.while_loop(lambda i, _: i < tiles, body, (tf.constant(0), out),
                                parallel_iterations=2)
-        y = tf.transpose(out.concat(), [1, 0, 2, 3])[:, :ho]
+        y = tf.reshape(out.stack(), tf.stack([tiles * band, n, wo, cout]))
+        y = tf.transpose(y, [1, 0, 2, 3])[:, :ho]
     return y if bias is None else tf.nn.bias_add(y, bias)
 
 
