@@ -14,7 +14,11 @@ Any failure inside the ``with`` removes the work folder and leaves ``path``
 as it was. A writer that is killed leaves its work folder behind; the next
 :func:`work_folder` in the same parent folder removes it once the process
 that made it no longer runs (and puts back an old destination it had set
-aside while replacing it). :func:`write_file` is the one-call form for bytes.
+aside while replacing it).
+
+:func:`write_file` is the one writer of single files, local or on any
+TensorFlow filesystem (``tf.io.gfile``): a hidden temporary file next to the
+destination, flushed and renamed over it.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
-__all__ = ["MARKER", "SET_ASIDE", "publish", "remove", "remove_stale_work_folders",
-           "work_folder", "write_file"]
+__all__ = ["MARKER", "SET_ASIDE", "is_url", "publish", "remove", "remove_stale_work_folders",
+           "temporary_name", "work_folder", "write_file"]
 
 log = logging.getLogger(__name__)
 
@@ -233,20 +238,100 @@ def _exists(path: str, what: str) -> FileExistsError:
                            "to replace it)")
 
 
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URL of a TensorFlow filesystem (``gs://``, ``ram://``, ...)."""
+    return "://" in os.fspath(path)
+
+
+def temporary_name(path: str) -> str:
+    """The hidden temporary name ``path`` is written under before the rename:
+    ``.{name}.{pid}.{random}.tmp`` in the same folder (readers skip hidden files)."""
+    folder, name = os.path.split(path) if not is_url(path) else path.rsplit("/", 1)
+    tmp = f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    return os.path.join(folder, tmp) if not is_url(path) else f"{folder}/{tmp}"
+
+
 def write_file(path: str | os.PathLike, data: bytes, *, overwrite: bool = True) -> str:
-    """Writes ``data`` to ``path`` atomically (fsync'd in a work folder, then moved).
+    """Writes ``data`` to ``path`` atomically: readers see the old file or the new one.
+
+    The one writer of single files (images, caches, CSV and JSON files,
+    checkpoints, models). The bytes go to :func:`temporary_name` in the same
+    folder, are flushed to disk and renamed over ``path`` (hard-linked to it
+    without ``overwrite``, which fails if ``path`` appeared meanwhile); the
+    folder is synced so that the rename survives a crash. A URL of a
+    TensorFlow filesystem (``gs://``, ``ram://``, ``hdfs://``) goes through
+    ``tf.io.gfile`` the same way (the rename is atomic where the filesystem
+    makes it so). On any failure the temporary file is removed and ``path``
+    is left as it was.
 
     Returns:
-        The absolute path.
+        ``path`` (absolute for a local path).
+
+    Raises:
+        OSError: naming ``path`` when its folder is missing or the write fails
+            (FileNotFoundError for a missing folder, FileExistsError when
+            ``path`` exists and ``overwrite`` is False).
     """
-    path = os.path.abspath(os.fspath(path))
-    with work_folder(path) as work:
-        new = os.path.join(work, os.path.basename(path))
-        with open(new, "wb") as f:
+    path = os.fspath(path)
+    if is_url(path):
+        return _write_gfile(path, data, overwrite)
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    tmp = temporary_name(path)
+    # os.open with mode 0o666 (not mkstemp's 0o600) so the result honours the umask.
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        publish(new, path, overwrite=overwrite)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            publish(tmp, path, overwrite=False, what="file")
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError):
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    _sync_folder(folder)
+    return path
+
+
+def _sync_folder(folder: str) -> None:
+    # A rename is only durable once the folder entry is on disk.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_gfile(path: str, data: bytes, overwrite: bool) -> str:
+    import tensorflow as tf
+
+    tmp = temporary_name(path)
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        tf.io.gfile.rename(tmp, path, overwrite=overwrite)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            tf.io.gfile.remove(tmp)
+        if isinstance(e, tf.errors.AlreadyExistsError):
+            raise _exists(path, "file") from None
+        raise
     return path
 
 

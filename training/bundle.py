@@ -154,11 +154,9 @@ def main(argv=None) -> int:
 
 
 def _write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    from tfdeblur import _atomic
+
+    _atomic.write_file(path, (json.dumps(value, indent=2) + "\n").encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -163,5 +163,6 @@ def test_load_weights_for_inference(tmp_path):
 
 
 def test_manager_rejects_bad_keep(tmp_path):
-    with pytest.raises(ValueError, match="keep must be an int >= 1"):
+    with pytest.raises(ValueError,
+                       match="^CheckpointManager: keep must be an integer >= 1, got 0$"):
         CheckpointManager(tmp_path, keep=0)

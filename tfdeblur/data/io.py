@@ -11,10 +11,11 @@ truncated or undecodable image is an error, never a partial or black image.
 from __future__ import annotations
 
 import os
-import uuid
 
 import cv2
 import numpy as np
+
+from tfdeblur import _atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -345,7 +346,7 @@ def write_image(path: str | os.PathLike, img, *, bit_depth: int = 8, quality: in
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename.
+    """Writes ``data`` to ``path`` atomically (:func:`tfdeblur._atomic.write_file`).
 
     Readers see the old file or the complete new one, never a partial file;
     on failure the temporary file is removed.
@@ -354,27 +355,4 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         OSError: with a message naming ``path`` when its folder is missing or
             the write fails.
     """
-    path = _fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    # os.open with mode 0o666 (not mkstemp's 0o600) so the result honours the umask.
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
-        raise
+    _atomic.write_file(_fspath(path), data)

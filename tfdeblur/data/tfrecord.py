@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
+from tfdeblur import _atomic
+from tfdeblur import _validation as checks
 from tfdeblur.data import _pipeline
 from tfdeblur.data.io import _fspath, decode_image
 from tfdeblur.data.progress import ProgressBar
@@ -78,6 +78,16 @@ def read_manifest(root: str | os.PathLike) -> dict:
             raise ValueError(f"TFRecord shard {f} is {os.path.getsize(f)} bytes, the manifest "
                              f"says {shard['bytes']} (truncated or replaced)")
     return m
+
+
+def _check_replaceable(out: str, overwrite: bool) -> None:
+    """Raises unless the existing ``out`` may be replaced by a new prepared folder."""
+    if not overwrite:
+        raise FileExistsError(f"output {out} already exists (pass overwrite=True / "
+                              "--overwrite to replace it)")
+    if not is_tfrecord_folder(out):
+        raise FileExistsError(f"output {out} exists and is not a prepared TFRecord folder; "
+                              "refusing to replace it")
 
 
 def _png(samples: np.ndarray, path: str) -> bytes:
@@ -147,17 +157,10 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
 
     root, out = _fspath(root), os.path.abspath(_fspath(out))
     if os.path.exists(out):
-        if not overwrite:
-            raise FileExistsError(f"output {out} already exists (pass overwrite=True / "
-                                  "--overwrite to replace it)")
-        if not is_tfrecord_folder(out):
-            raise FileExistsError(f"output {out} exists and is not a prepared TFRecord folder; "
-                                  "refusing to replace it")
+        _check_replaceable(out, overwrite)
     if os.path.isdir(root) and is_tfrecord_folder(root):
         raise ValueError(f"{root} is already a prepared TFRecord folder")
-    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int)
-                               or shards < 1):
-        raise ValueError(f"shards must be a positive int or None, got {shards!r}")
+    shards = checks.check_int(shards, "shards", allow_none=True)
     if layout == "auto":
         layout = detect_layout(root, blur_dir)
     pairs = usable_pairs(root, layout, split, blur_dir, skip_bad_files)
@@ -192,11 +195,12 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
         example = tf.train.Example(features=tf.train.Features(feature=feature))
         return example.SerializeToString(), int(b_new) + int(s_new)
 
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    os.makedirs(tmp)
-    try:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    # Written in a work folder beside out and moved into place whole; an old
+    # prepared folder goes only once the new one is complete.
+    with _atomic.work_folder(out) as work:
+        tmp = os.path.join(work, os.path.basename(out))
+        os.makedirs(tmp)
         entries, reencoded = [], 0
         with ProgressBar(len(pairs), f"prepare-data ({len(pairs)} pairs, {shards} shards)",
                          enabled=progress) as bar, \
@@ -216,19 +220,10 @@ def write_tfrecords(root: str | os.PathLike, out: str | os.PathLike, *, layout: 
                     "source": os.path.abspath(root), "layout": layout, "split": split,
                     "blur_dir": blur_dir, "reencoded_images": reencoded, "shards": entries,
                     "names": names}
-        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-            f.write("\n")
-        if os.path.exists(out):  # overwrite: the old folder goes only once the new one is whole
-            old = tmp + ".old"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _atomic.write_file(os.path.join(tmp, MANIFEST),
+                           (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+        _atomic.publish(tmp, out, overwrite=overwrite, what="TFRecord folder",
+                        recheck=lambda: _check_replaceable(out, overwrite))
     return manifest
 
 

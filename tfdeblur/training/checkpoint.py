@@ -44,7 +44,6 @@ import json
 import os
 import re
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -54,7 +53,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdeblur.data.io import atomic_write_bytes
+from tfdeblur import _atomic
+from tfdeblur import _validation as checks
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
@@ -110,41 +110,17 @@ def _describe(v) -> dict:
 
 def is_remote(path: str) -> bool:
     """Whether ``path`` is a URL of a TensorFlow filesystem (``gs://``, ``ram://``, ...)."""
-    return "://" in os.fspath(path)
+    return _atomic.is_url(path)
 
 
 def write_file_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` (local or a TensorFlow filesystem URL) through a rename.
 
-    Locally: a temporary file in the same folder, flushed, renamed into place,
-    the folder synced. Elsewhere through ``tf.io.gfile`` (a temporary name, then
-    ``rename``, which is atomic where the filesystem makes it so).
+    :func:`tfdeblur._atomic.write_file`: a hidden ``.{name}.{pid}.{random}.tmp``
+    in the same folder, flushed, renamed into place (the local folder synced;
+    elsewhere ``tf.io.gfile.rename``, atomic where the filesystem makes it so).
     """
-    path = os.fspath(path)
-    if not is_remote(path):
-        atomic_write_bytes(path, data)
-        # The rename is only durable once the folder entry is on disk.
-        try:
-            fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        return
-    folder, name = path.rsplit("/", 1)
-    tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(data)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            tf.io.gfile.remove(tmp)
-        raise
+    _atomic.write_file(os.fspath(path), data)
 
 
 def read_file(path: str | os.PathLike) -> bytes:
@@ -290,10 +266,8 @@ class CheckpointManager:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3, *, create: bool = True):
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+        self.keep = checks.check_int(keep, "keep", owner="CheckpointManager")
         self.directory = os.fspath(directory)
-        self.keep = keep
         if create:
             tf.io.gfile.makedirs(self.directory)
 
