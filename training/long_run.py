@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from pilot import cpu_seconds  # training/pilot.py: the same CPU accounting
+from pilot import cpu_while_running  # training/pilot.py: the same CPU accounting
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEPT = ("log.csv", "config.json", "best.keras", "best.json", "cpu_time.json",
@@ -131,12 +131,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, forward)
     last_commit = time.time()
     cpu = 0.0
-    while proc.poll() is None:
-        time.sleep(5)
-        try:
-            cpu = cpu_seconds(proc.pid)
-        except (FileNotFoundError, ProcessLookupError):
-            break
+    for cpu in cpu_while_running(proc, 5):
         entry.update(end=_now(), to_step=newest_step(run_dir), cpu_seconds=round(cpu, 1))
         record(run_dir, entry)
         if not args.no_commit and time.time() - last_commit > args.commit_minutes * 60:

@@ -78,6 +78,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def cpu_while_running(proc: subprocess.Popen, interval: float):
+    """Yields ``proc``'s CPU seconds every ``interval`` seconds while it runs; stops when it
+    ends (its /proc entry gone)."""
+    while proc.poll() is None:
+        time.sleep(interval)
+        try:
+            cpu = cpu_seconds(proc.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        yield cpu
+
+
 def _rows(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -111,12 +123,7 @@ def run_candidate(name: str, overrides: dict, args) -> dict:
     start = time.time()
     cpu = 0.0
     print(f"[pilot] {name}: budget {args.cpu_minutes} CPU-min", flush=True)
-    while proc.poll() is None:
-        time.sleep(2)
-        try:
-            cpu = cpu_seconds(proc.pid)
-        except (FileNotFoundError, ProcessLookupError):
-            break
+    for cpu in cpu_while_running(proc, 2):
         for row in _rows(os.path.join(run_dir, "log.csv")):
             stamps.setdefault(int(row["step"]), cpu)
         if cpu >= budget:
