@@ -129,26 +129,84 @@ def _dataset_kwargs(section: dict) -> tuple[Callable, str, dict]:
     return DATASETS.get(section["type"]), section["root"], kwargs
 
 
-def training_dataset(cfg: dict, start_step: int = 0) -> tf.data.Dataset:
+def elements_consumed(step: int, batch_size: int, *, pipelines: int = 1, index: int = 0,
+                      replicas_per_pipeline: int = 1) -> int:
+    """Elements of one input pipeline's own stream that ``step`` steps used, when every
+    pipeline reads a stream of its own (per-file sharding).
+
+    ``tf.distribute`` batches each worker's stream by the global ``batch_size``
+    and splits every batch into ``pipelines * replicas_per_pipeline`` pieces
+    (``tf.data.experimental.rebatch`` with TensorFlow's
+    ``batch_sizes_for_worker``: sizes differing by at most one, rotated by the
+    worker's index); a step takes ``replicas_per_pipeline`` consecutive pieces.
+    So a worker uses ``batch_size / pipelines`` elements per step when that
+    divides, and otherwise the sum of the pieces it took.
+
+    Example:
+        >>> elements_consumed(3, 8, pipelines=2)  # two workers, one replica each
+        12
+    """
+    pieces = pipelines * replicas_per_pipeline
+    floor, ceil = divmod(batch_size, pieces)
+    sizes = [floor + 1] * ceil + [floor] * (pieces - ceil)
+    offset = index * replicas_per_pipeline
+    sizes = sizes[offset:] + sizes[:offset]
+    taken = step * replicas_per_pipeline
+    return (taken // pieces) * batch_size + sum(sizes[:taken % pieces])
+
+
+def input_pipelines(strategy: tf.distribute.Strategy | None) -> tuple[int, int, int]:
+    """``(pipelines, index, replicas_per_pipeline)``: how ``strategy`` feeds its replicas
+    (one input pipeline per worker; this process's index among them)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = int(strategy.num_replicas_in_sync)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        context = strategy.extended._make_input_context()
+        pipelines = int(context.num_input_pipelines)
+        return pipelines, int(context.input_pipeline_id), replicas // pipelines
+    return 1, 0, replicas
+
+
+def _build_training_dataset(cfg: dict, skip: int) -> tf.data.Dataset:
+    section = cfg["data"]["train"]
+    fn, root, kwargs = _dataset_kwargs(section)
+    kwargs.update(repeat=True, skip=skip)
+    try:
+        return fn(root, **kwargs)
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise config_lib.ConfigError(f"config section 'data.train': {e}") from e
+
+
+def training_dataset(cfg: dict, start_step: int = 0, *,
+                     strategy: tf.distribute.Strategy | None = None) -> tf.data.Dataset:
     """The endless stream of training batches, from batch ``start_step`` on.
 
     Batch ``i`` is the same whatever ``start_step`` is: the stream depends
-    only on the data section and its seed, and the first ``start_step``
-    batches are skipped before any image is read.
+    only on the data section and its seed, and the batches before
+    ``start_step`` are skipped before any image is read.
+
+    Under a multi-worker ``strategy`` a dataset sharded by data (image
+    folders, synthetic blur: each worker keeps its share of every global
+    batch of the one stream) skips ``start_step * batch_size`` elements; one
+    sharded by file (TFRecords: each worker reads its own shards) skips what
+    this worker's own stream gave to the first ``start_step`` steps
+    (:func:`elements_consumed`).
     """
     section = cfg["data"]["train"]
-    fn, root, kwargs = _dataset_kwargs(section)
-    kwargs.update(repeat=True, skip=start_step * int(section["batch_size"]))
-    try:
-        ds = fn(root, **kwargs)
-    except (TypeError, ValueError, FileNotFoundError) as e:
-        raise config_lib.ConfigError(f"config section 'data.train': {e}") from e
+    batch_size = int(section["batch_size"])
+    policy = tf.data.experimental.AutoShardPolicy
+    ds = _build_training_dataset(cfg, start_step * batch_size)
+    pipelines, index, per_pipeline = input_pipelines(strategy)
+    if start_step and pipelines > 1 and \
+            ds.options().experimental_distribute.auto_shard_policy == policy.FILE:
+        ds = _build_training_dataset(cfg, elements_consumed(
+            start_step, batch_size, pipelines=pipelines, index=index,
+            replicas_per_pipeline=per_pipeline))
     if section.get("with_flow"):
         if config_lib.position_weight(cfg):
             ds = ds.map(lambda blurry, sharp, flow: (blurry, (sharp, flow)))
         else:
             ds = ds.map(lambda blurry, sharp, flow: (blurry, sharp))
-    policy = tf.data.experimental.AutoShardPolicy
     if ds.options().experimental_distribute.auto_shard_policy == policy.AUTO:
         # Under a multi-worker strategy each worker keeps its share of every global
         # batch of the one seeded stream (a few image files cannot be split by file).
@@ -579,8 +637,8 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
                 if initial_epoch * spe != state.step:
                     say(f"epoch {initial_epoch + 1}/{total_epochs}: resuming at step "
                         f"{state.step}, {steps} steps left in it")
-                data = training_dataset(cfg, state.step)
-                with _multi_worker_fit(train_model, strategy, data.element_spec):
+                data = training_dataset(cfg, state.step, strategy=strategy)
+                with _fit_under_strategy(train_model, strategy, data.element_spec):
                     history = train_model.fit(data, initial_epoch=initial_epoch, epochs=epochs,
                                               steps_per_epoch=steps, callbacks=run_callbacks,
                                               verbose=verbose, shuffle=False)
@@ -608,37 +666,43 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
 
 
 @contextlib.contextmanager
-def _multi_worker_fit(model: keras.Model, strategy: tf.distribute.Strategy,
-                      element_spec) -> Iterator[None]:
-    """Works around two faults of Keras 3.15's ``fit`` under ``MultiWorkerMirroredStrategy``
-    with more than one worker (keras-team/keras#20585), for the duration of a ``fit``.
+def _fit_under_strategy(model: keras.Model, strategy: tf.distribute.Strategy,
+                        element_spec) -> Iterator[None]:
+    """Works around Keras 3.15's ``fit`` under a ``tf.distribute`` strategy for the duration
+    of a ``fit``: one fault under every strategy, one more with several workers.
 
-    1. To build the model symbolically, ``fit`` reduces a whole first batch across the
-       workers, which this strategy cannot do (``Attempt to convert a value
-       (PerReplica...)``): the model is built here from the data's element spec, in the
-       strategy's scope (every worker alike), and ``fit``'s own build is skipped.
-    2. The step's logs (scalars) are averaged with ``strategy.reduce("MEAN", v, axis=0)``,
-       which fails on a scalar (``Invalid reduction dimension 0``): they are averaged
-       over the replicas of all workers with ``axis=None`` instead.
+    1. Under any strategy ``fit`` first builds the model symbolically from a batch it
+       takes from an iterator of its own, then starts a second iterator for the
+       steps. The training stream is reshuffled and redrawn at every new iteration
+       (each is a new pass), so the steps would train on the stream's second pass:
+       other batches than the same run without a strategy. With several workers that
+       build also fails (``Attempt to convert a value (PerReplica...)``,
+       keras-team/keras#20585). The model is built here from the data's element
+       spec, in the strategy's scope, and ``fit``'s own build is skipped.
+    2. With several workers the step's logs (scalars) are averaged with
+       ``strategy.reduce("MEAN", v, axis=0)``, which fails on a scalar (``Invalid
+       reduction dimension 0``): they are averaged over the replicas of all workers
+       with ``axis=None`` instead.
     """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or \
-            strategy.extended._num_workers <= 1:
+    if getattr(model, "_distribute_strategy", None) is None:
+        # Compiled outside any strategy: Keras builds while tracing the step (no peek).
         yield
         return
     from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
     with strategy.scope():
         model._symbolic_build(data_batch=element_spec)
-    original = keras_tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy_, reduction):
-        if reduction in ("auto", "mean") and strategy_ is strategy:
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None),
-                                         values)
-        return original(values, strategy_, reduction)
-
-    keras_tf_trainer.reduce_per_replica = reduce_per_replica
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    original = keras_tf_trainer.reduce_per_replica
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+            strategy.extended._num_workers > 1:
+        def reduce_per_replica(values, strategy_, reduction):
+            if reduction in ("auto", "mean") and strategy_ is strategy:
+                return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None),
+                                             values)
+            return original(values, strategy_, reduction)
+
+        keras_tf_trainer.reduce_per_replica = reduce_per_replica
     try:
         yield
     finally:
