@@ -638,7 +638,8 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
                     say(f"epoch {initial_epoch + 1}/{total_epochs}: resuming at step "
                         f"{state.step}, {steps} steps left in it")
                 data = training_dataset(cfg, state.step, strategy=strategy)
-                with _fit_under_strategy(train_model, strategy, data.element_spec):
+                with _fit_under_strategy(train_model, strategy, data.element_spec), \
+                        _service_errors(cfg["data"]["train"]):
                     history = train_model.fit(data, initial_epoch=initial_epoch, epochs=epochs,
                                               steps_per_epoch=steps, callbacks=run_callbacks,
                                               verbose=verbose, shuffle=False)
@@ -663,6 +664,32 @@ def train(cfg: dict | None, run_dir: str | os.PathLike, *,
             best=None if state.best is None else (state.best, state.best_step),
             last_logs=last_logs, initial_validation=initial, input_validation=inputs,
             replicas=replicas)
+
+
+#: What a tf.data service worker in another process says when a pipeline calls Python.
+_REMOTE_PYTHON_ERROR = "Could not find callback with key=pyfunc"
+
+
+@contextlib.contextmanager
+def _service_errors(section: dict) -> Iterator[None]:
+    """A tf.data service worker that cannot run the training pipeline's Python functions
+    (it runs in another process) as a ConfigError naming ``data.train.service``."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        if section.get("service") is None or _REMOTE_PYTHON_ERROR not in str(e):
+            raise
+        raise config_lib.ConfigError(
+            f"config key 'data.train.service': a tf.data service worker of "
+            f"{section['service']} cannot run this training pipeline: data.train.type "
+            f"{section['type']!r} reads or makes its images in Python (tf.numpy_function), "
+            "which the tf.data service runs only in the process that built the dataset "
+            "(TensorFlow's documented limitation). With workers in other processes, "
+            "train on TFRecords written by `tfdeblur prepare-data ROOT OUT` (data.train: "
+            "type 'paired', root OUT), which decode with TensorFlow ops; or start the "
+            "workers in the training process itself. Worker error: "
+            + next((ln.strip() for ln in str(e).splitlines()
+                    if _REMOTE_PYTHON_ERROR in ln), "")) from e
 
 
 @contextlib.contextmanager
