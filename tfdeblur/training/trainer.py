@@ -140,7 +140,9 @@ def elements_consumed(step: int, batch_size: int, *, pipelines: int = 1, index: 
     ``batch_sizes_for_worker``: sizes differing by at most one, rotated by the
     worker's index); a step takes ``replicas_per_pipeline`` consecutive pieces.
     So a worker uses ``batch_size / pipelines`` elements per step when that
-    divides, and otherwise the sum of the pieces it took.
+    divides, and otherwise the sum of the pieces it took. (A new iterator starts
+    the split at its first piece again, so with uneven pieces a resume is exact
+    only at a step that is a multiple of ``pipelines``.)
 
     Example:
         >>> elements_consumed(3, 8, pipelines=2)  # two workers, one replica each
