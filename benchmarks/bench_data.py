@@ -165,7 +165,8 @@ def main() -> None:
                                   "default: a generated {blur,sharp} tree in a temp folder")
     p.add_argument("--split", default=None, help="GoPro split for --root")
     p.add_argument("--pairs", type=int, default=48, help="pairs to generate")
-    p.add_argument("--size", default="1280x720", help="generated frame size WxH")
+    p.add_argument("--input-size", dest="input_size", default="720x1280",
+                   help="generated frame size HxW (height x width, as input_size everywhere)")
     p.add_argument("--patch", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--batches", type=int, default=30, help="timed batches per pipeline")
@@ -180,8 +181,8 @@ def main() -> None:
                    help="small run to check the script: 12 pairs 640x360, 8 batches, 2 steps")
     a = p.parse_args()
     if a.quick:
-        a.pairs, a.size, a.batches, a.lmfn_steps, a.repeats = 12, "640x360", 8, 2, 2
-    width, height = (int(v) for v in a.size.lower().split("x"))
+        a.pairs, a.input_size, a.batches, a.lmfn_steps, a.repeats = 12, "360x640", 8, 2, 2
+    height, width = (int(v) for v in a.input_size.lower().split("x"))
 
     tmp = None
     root = a.root

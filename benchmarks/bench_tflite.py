@@ -4,7 +4,7 @@ For each model (the bundled ``lmfn_bundled`` and tiny SVRNN / SVDN / LMFN
 variants with random weights by default) and each quantization of
 :func:`tfdeblur.export.export_tflite` (float32, float16 weights,
 dynamic-range int8 weights, full-integer int8 with float32 I/O and with
-int8 I/O), this exports a ``.tflite`` file for ``--size`` and prints:
+int8 I/O), this exports a ``.tflite`` file for ``--input-size`` and prints:
 
 - ``size``: the file size;
 - ``latency``: the median wall time of one ``invoke()`` in LiteRT's
@@ -17,7 +17,7 @@ int8 I/O), this exports a ``.tflite`` file for ``--size`` and prints:
   (data range 1, outputs clipped to [0, 1]) of the file's output against the
   float Keras model's (float32 exports: rounding only, usually above 80 dB).
 
-The calibration crops (``--samples`` at ``--size``, spread over the images of
+The calibration crops (``--samples`` at ``--input-size``, spread over the images of
 ``--calibration``, a folder or files; by default a grid over the real blurry
 1280x720 GoPro frame of ``../shared/data``) are the
 int8 representative dataset and the evaluation images alike, which is what
@@ -26,7 +26,7 @@ the export itself reports; ``--eval FOLDER`` measures on other images.
 Usage::
 
     python benchmarks/bench_tflite.py                            # the README table
-    python benchmarks/bench_tflite.py --models lmfn_bundled --size 256x256 --repeats 20
+    python benchmarks/bench_tflite.py --models lmfn_bundled --input-size 256x256 --repeats 20
     python benchmarks/bench_tflite.py --models svdn --quick     # smoke test
 """
 
@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["lmfn_bundled", "lmfn", "svrnn", "svdn"],
                    help="bundled model names / .keras files, or svrnn|svdn|lmfn for the tiny "
                         "random variants")
-    p.add_argument("--size", default="256x256", help="export size HxW")
+    p.add_argument("--input-size", "--size", dest="input_size", default="256x256",
+                   help="export size HxW (export_tflite's input_size; --size: its old name)")
     p.add_argument("--calibration", default=DEFAULT_DATA,
                    help="calibration images (a folder or an image file)")
     p.add_argument("--eval", default=None, help="folder of evaluation images (default: the "
@@ -115,8 +116,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="64x64, 4 crops, 3 repeats")
     args = p.parse_args(argv)
     if args.quick:
-        args.size, args.samples, args.repeats = "64x64", 4, 3
-    h, w = (int(v) for v in args.size.lower().split("x"))
+        args.input_size, args.samples, args.repeats = "64x64", 4, 3
+    h, w = (int(v) for v in args.input_size.lower().split("x"))
     logging.getLogger("tfdeblur.export.int8").setLevel(logging.WARNING)
 
     rows = []

@@ -250,3 +250,21 @@ print("identical")
                          timeout=600, env=_env())
     assert out.returncode == 0, out.stderr[-3000:]
     assert "identical" in out.stdout
+
+
+def test_image_size_is_input_size_and_size_is_a_deprecated_alias(capsys):
+    # One name for an image size: Python's input_size=(H, W) is --input-size HxW.
+    parser = cli.build_parser()
+    args = parser.parse_args(["export", "-m", "m.keras", "--tflite", "x.tflite",
+                              "--input-size", "17x20"])
+    assert args.input_size == (17, 20)
+    assert capsys.readouterr().err == ""
+    old = parser.parse_args(["export", "-m", "m.keras", "--tflite", "x.tflite",
+                             "--size", "17x20"])
+    assert old.input_size == (17, 20)
+    assert capsys.readouterr().err == ("tfdeblur: warning: --size is deprecated, "
+                                       "use --input-size\n")
+    assert "--input-size" in parser._subparsers._group_actions[0].choices["export"].format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "-m", "m.keras", "--size", "0x20"])
+    assert "expected HxW" in capsys.readouterr().err

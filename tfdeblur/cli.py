@@ -261,10 +261,11 @@ def _export(args) -> int:
     if not any(path for path, _ in outputs):
         raise ValueError("nothing to export: give --saved-model DIR, --tflite FILE and/or "
                          "--onnx FILE")
-    if args.tflite and args.size is None:
-        raise ValueError("--tflite needs --size HxW (TFLite models have a fixed input size)")
-    if not args.tflite and (args.size is not None or args.quantize is not None):
-        raise ValueError("--size and --quantize apply to --tflite only")
+    if args.tflite and args.input_size is None:
+        raise ValueError("--tflite needs --input-size HxW (TFLite models have a fixed input "
+                         "size)")
+    if not args.tflite and (args.input_size is not None or args.quantize is not None):
+        raise ValueError("--input-size and --quantize apply to --tflite only")
     if (args.quantize == "int8") != (args.calibration is not None):
         raise ValueError("--quantize int8 needs --calibration FOLDER, and --calibration "
                          "applies to --quantize int8 only")
@@ -307,12 +308,12 @@ def _export(args) -> int:
                   f"`saved_model_cli show --dir {path} --all`)")
         if args.tflite:
             with _print_log("tfdeblur.export.int8"):
-                path = export_tflite(model, args.tflite, input_size=args.size,
+                path = export_tflite(model, args.tflite, input_size=args.input_size,
                                      quantize=args.quantize, calibration=args.calibration,
                                      int8_io=args.int8_io, overwrite=args.overwrite)
             io = "int8" if args.int8_io else "float32"
             print(f"wrote TFLite model {path} ({os.path.getsize(path):,} bytes, input blurry "
-                  f"{io} [1, {args.size[0]}, {args.size[1]}, {channels}], "
+                  f"{io} [1, {args.input_size[0]}, {args.input_size[1]}, {channels}], "
                   f"quantize={args.quantize})")
         if args.onnx:
             path = export_onnx(model, args.onnx, input_shape=(None, None, None),
@@ -384,6 +385,19 @@ def _train(args) -> int:
     return train_command.run(args)
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: it still works and warns (one line on stderr)."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"tfdeblur: warning: {option_string} is deprecated, use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _size(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
@@ -404,6 +418,13 @@ def _int_at_least(minimum: int):
 
     parse.__name__ = "integer"  # argparse names the type in some messages
     return parse
+
+
+def _add_quiet_and_verbose(parser: argparse.ArgumentParser) -> None:
+    """``-q/--quiet`` (the Python functions' ``progress=False``) and ``-v/--verbose``."""
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar (progress=False in Python)")
+    _add_verbose(parser)
 
 
 def _add_verbose(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
@@ -472,8 +493,7 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     d.add_argument("--suffix", default="", help="added to output file names")
     d.add_argument("--overwrite-inputs", action="store_true",
                    help="allow outputs to replace input files (refused otherwise)")
-    d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _add_verbose(d)
+    _add_quiet_and_verbose(d)
     m = sub.add_parser("demo", help="deblur the bundled real blurry photo; writes "
                                     "deblurred.png and side_by_side.png")
     m.add_argument("-m", "--model", default=None,
@@ -491,14 +511,17 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
                    help="a bundled model name (tfdeblur models) or a trained model file (.keras)")
     e.add_argument("--saved-model", metavar="DIR",
                    help="write a SavedModel folder (any image size; for TF Serving)")
-    e.add_argument("--tflite", metavar="FILE", help="write a .tflite file (needs --size)")
-    e.add_argument("--size", type=_size, metavar="HxW",
-                   help="the TFLite model's fixed input size, e.g. 256x256")
+    e.add_argument("--tflite", metavar="FILE", help="write a .tflite file (needs --input-size)")
+    e.add_argument("--input-size", type=_size, metavar="HxW", dest="input_size",
+                   help="the TFLite model's fixed input size (height x width, Python's "
+                        "input_size=(H, W)), e.g. 256x256")
+    e.add_argument("--size", type=_size, metavar="HxW", dest="input_size",
+                   action=_DeprecatedAlias, new="--input-size", help=argparse.SUPPRESS)
     e.add_argument("--quantize", choices=["dynamic", "float16", "int8"], default=None,
                    help="TFLite quantization: dynamic (int8 weights), float16 (weights) or "
                         "int8 (weights and activations; needs --calibration). Default: float32")
     e.add_argument("--calibration", metavar="FOLDER", default=None,
-                   help="images for --quantize int8: crops at --size are the representative "
+                   help="images for --quantize int8: crops at --input-size are the representative "
                         "dataset; the export reports the ops left in float and the PSNR of "
                         "the int8 output against the float output on them")
     e.add_argument("--int8-io", action="store_true",
@@ -532,8 +555,7 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     pd.add_argument("--skip-bad-files", action="store_true",
                     help="leave out pairs with an unreadable file (warned) instead of stopping")
     pd.add_argument("--overwrite", action="store_true", help="replace a prepared OUTPUT")
-    pd.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_verbose(pd)
+    _add_quiet_and_verbose(pd)
     ev = sub.add_parser("evaluate", help="mean PSNR / SSIM of a model on a paired dataset, and "
                                          "of its blurry input")
     ev.add_argument("-m", "--model", required=True,
@@ -554,8 +576,7 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
                     help="GoPro split, when DATA holds both")
     ev.add_argument("--limit", type=_int_at_least(1), default=None,
                     help="score the first N pairs only")
-    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_verbose(ev)
+    _add_quiet_and_verbose(ev)
     p.subcommand_parsers = sub.choices  # for checks across arguments after parsing
     return p
 

@@ -155,7 +155,7 @@ def test_cli_overwrite_refuses_the_working_folder_and_the_model_file(project, ca
     # reason given is the source rule (the content rules stop these cases too).
     assert main(["export", "-m", "m.keras", "--saved-model", ".", "--overwrite"]) == 2
     assert "it contains the source model" in capsys.readouterr().err
-    assert main(["export", "-m", "m.keras", "--tflite", "m.keras", "--size", "17x17",
+    assert main(["export", "-m", "m.keras", "--tflite", "m.keras", "--input-size", "17x17",
                  "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "m.keras already exists and is not replaced" in err and "source model" in err

@@ -448,7 +448,7 @@ def test_saved_model_bad_arguments(models, tmp_path, kwargs, match):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(input_size=(16, 40)), "input_size must be at least the model's minimum of 17"),
     (dict(input_size=32), r"input_size must be \(H, W\)"),
-    (dict(input_size=(32, 0)), r"input_size must be \(H, W\) with two positive ints"),
+    (dict(input_size=(32, 0)), r"^input_size must be \(H, W\), two integers >= 1, got \(32, 0\)$"),
     (dict(input_size=(32, True)), r"input_size must be \(H, W\)"),
     (dict(input_size=(32, 32), quantize="int4"), "quantize must be one of"),
     (dict(input_size=(32, 32), test_image=np.zeros((32, 31, 3), "float32")),
@@ -490,7 +490,7 @@ def test_cli_export(tmp_path, capsys, monkeypatch):
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
         [sys.executable, "-m", "tfdeblur", "export", "-m", str(model_path), "--tflite", str(lite),
-         "--size", "17x20", "--quantize", "float16"],
+         "--input-size", "17x20", "--quantize", "float16"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "quantize=float16" in done.stdout
@@ -501,7 +501,8 @@ def test_cli_export(tmp_path, capsys, monkeypatch):
     _close(interpreter.get_signature_runner()(blurry=x)["sharp"], np.asarray(model(x)), 1e-2)
 
     # Existing outputs are refused before any work (exit code 2).
-    assert main(["export", "-m", str(model_path), "--tflite", str(lite), "--size", "17x20"]) == 2
+    assert main(["export", "-m", str(model_path), "--tflite", str(lite),
+                 "--input-size", "17x20"]) == 2
     assert "already exists" in capsys.readouterr().err
 
     # --saved-model reaches export_saved_model (run for real by the tests above).
@@ -516,9 +517,9 @@ def test_cli_export(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     ([], "nothing to export"),
-    (["--tflite", "x.tflite"], "needs --size"),
-    (["--saved-model", "sm", "--size", "32x32"], "apply to --tflite only"),
-    (["--saved-model", "same", "--tflite", "same", "--size", "32x32"], "different paths"),
+    (["--tflite", "x.tflite"], "needs --input-size"),
+    (["--saved-model", "sm", "--input-size", "32x32"], "apply to --tflite only"),
+    (["--saved-model", "same", "--tflite", "same", "--input-size", "32x32"], "different paths"),
 ])
 def test_cli_bad_arguments(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -527,7 +528,7 @@ def test_cli_bad_arguments(tmp_path, capsys, monkeypatch, args, message):
 
 
 def test_cli_bad_values(tmp_path, capsys):
-    for args in (["--size", "32"], ["--size", "0x32"], ["--quantize", "int4"]):
+    for args in (["--input-size", "32"], ["--input-size", "0x32"], ["--quantize", "int4"]):
         with pytest.raises(SystemExit) as e:
             main(["export", "-m", "m.keras", "--tflite", str(tmp_path / "x.tflite"), *args])
         assert e.value.code == 2

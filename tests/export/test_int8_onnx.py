@@ -102,10 +102,12 @@ def test_int8_bad_arguments(tmp_path, kwargs, match):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--tflite", "x.tflite", "--size", "32x32", "--quantize", "int8"], "needs --calibration"),
-    (["--tflite", "x.tflite", "--size", "32x32", "--calibration", "c"], "needs --calibration"),
-    (["--tflite", "x.tflite", "--size", "32x32", "--int8-io"], "--int8-io applies"),
-    (["--onnx", "same", "--tflite", "same", "--size", "32x32"], "different paths"),
+    (["--tflite", "x.tflite", "--input-size", "32x32", "--quantize", "int8"],
+     "needs --calibration"),
+    (["--tflite", "x.tflite", "--input-size", "32x32", "--calibration", "c"],
+     "needs --calibration"),
+    (["--tflite", "x.tflite", "--input-size", "32x32", "--int8-io"], "--int8-io applies"),
+    (["--onnx", "same", "--tflite", "same", "--input-size", "32x32"], "different paths"),
 ])
 def test_cli_int8_and_onnx_bad_arguments(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

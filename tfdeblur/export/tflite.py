@@ -107,23 +107,23 @@ def _tflite_test_image(test_image, size: tuple[int, int], channels: int) -> np.n
 
 
 
-def calibration_images(calibration, size: tuple[int, int], channels: int,
+def calibration_images(calibration, input_size: tuple[int, int], channels: int,
                        samples: int = DEFAULT_CALIBRATION_SAMPLES) -> np.ndarray:
-    """The representative dataset: ``[N, H, W, C]`` float32 crops of ``size`` in [0, 1].
+    """The representative dataset: ``[N, H, W, C]`` float32 crops of ``input_size`` in [0, 1].
 
     From a folder (subfolders included) or a list of image files: at most
-    ``samples`` crops at ``size``, one per image from images spread over the
-    sorted list when there are more images than that, else several per image
-    on a grid over it. Grey images are
+    ``samples`` crops at ``input_size`` (the export's ``(H, W)``), one per
+    image from images spread over the sorted list when there are more images
+    than that, else several per image on a grid over it. Grey images are
     repeated over three channels; for a 1-channel model colour images are
-    turned grey (the mean). Images smaller than ``size`` are left out. From
-    an array ``[N, H, W, C]`` (float in [0, 1]): used as it is.
+    turned grey (the mean). Images smaller than ``input_size`` are left out.
+    From an array ``[N, H, W, C]`` (float in [0, 1]): used as it is.
 
     Raises:
-        ValueError: no usable image (naming the folder), a bad array.
+        ValueError: no usable image (naming the folder), a bad array or argument.
         FileNotFoundError: the folder does not exist.
     """
-    h, w = size
+    h, w = checks.check_size(input_size, "input_size")
     if isinstance(calibration, np.ndarray):
         x = calibration
         if (x.ndim != 4 or x.shape[1:] != (h, w, channels)
