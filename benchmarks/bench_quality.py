@@ -410,8 +410,9 @@ def check_data(data: str) -> None:
                          "give another with --data")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--models``, ``--data``, ``--recipe``, ``--seed``: what this script and
+    bench_tiling.py score, on the same synthetic Kodak set."""
     parser.add_argument("--models", nargs="*", default=None,
                         help="bundled names or .keras files (default: every bundled model)")
     parser.add_argument("--data", default=DEFAULT_DATA,
@@ -420,6 +421,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="recipe whose data.validation.kodak24 blur is used")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the synthetic Kodak set (default: the recipe's, 24)")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_and_data_arguments(parser)
     parser.add_argument("--crop", type=int, default=256, help="side of each Kodak crop")
     parser.add_argument("--tuning-images", type=int, default=16,
                         help="BSDS500 photos the classical baselines are tuned on")

@@ -57,8 +57,7 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 from bench_quality import (  # noqa: E402 - the recipe's blur and the image list, read once
-    DEFAULT_DATA,
-    DEFAULT_RECIPE,
+    add_model_and_data_arguments,
     default_models,
     image_files,
     recipe_blur,
@@ -215,14 +214,7 @@ def summary_table(results: list[dict], tolerance: float) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="*", default=None,
-                        help="bundled names or .keras files (default: every bundled model)")
-    parser.add_argument("--data", default=DEFAULT_DATA,
-                        help=f"the shared data folder (default {DEFAULT_DATA})")
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE,
-                        help="recipe whose data.validation.kodak24 blur is used")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the synthetic Kodak set (default: the recipe's, 24)")
+    add_model_and_data_arguments(parser)
     parser.add_argument("--images", type=int, default=6, help="Kodak photos (first N, sorted)")
     parser.add_argument("--tiles", type=int, nargs="+", default=list(TILES), help="tile sides")
     parser.add_argument("--overlaps", type=int, nargs="+", default=list(OVERLAPS),

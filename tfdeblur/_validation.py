@@ -314,16 +314,25 @@ def check_dim(t, axis: int, expected: int | None, name: str, what: str) -> None:
         raise ValueError(f"{name} must have {what} {expected}, got {got} (shape {t.shape})")
 
 
-def dtype_name(value) -> str:
-    """The dtype of a tensor, array, or of what ``np.asarray`` makes of a Python value."""
-    import tensorflow as tf
-
+def _dtype_of(value):
+    """The dtype of a tensor or array, or of what ``np.asarray`` makes of a Python value
+    (None when it makes nothing)."""
     dtype = getattr(value, "dtype", None)
     if dtype is None:
         try:
             dtype = np.asarray(value).dtype
         except (TypeError, ValueError):
-            return type(value).__name__
+            return None
+    return dtype
+
+
+def dtype_name(value) -> str:
+    """The dtype of a tensor, array, or of what ``np.asarray`` makes of a Python value."""
+    import tensorflow as tf
+
+    dtype = _dtype_of(value)
+    if dtype is None:
+        return type(value).__name__
     return tf.as_dtype(dtype).name if not isinstance(dtype, str) else dtype
 
 
@@ -331,12 +340,9 @@ def is_float(value) -> bool:
     """True for floating-point tensors/arrays and for Python floats/lists of floats."""
     import tensorflow as tf
 
-    dtype = getattr(value, "dtype", None)
+    dtype = _dtype_of(value)
     if dtype is None:
-        try:
-            dtype = np.asarray(value).dtype
-        except (TypeError, ValueError):
-            return False
+        return False
     try:
         return tf.as_dtype(dtype).is_floating
     except TypeError:

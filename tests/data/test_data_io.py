@@ -57,26 +57,18 @@ def test_jpeg_reads_close(tmp_path):
     np.testing.assert_allclose(read_image(tmp_path / "a.jpg"), 128 / 255, atol=3 / 255)
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.9, -1, -12])
-def test_truncated_png_is_an_error_naming_the_file(tmp_path, rng, keep):
+@pytest.mark.parametrize("ext, keep, match", [
+    *((".png", keep, r"cut\.png.*truncated") for keep in (0.5, 0.9, -1, -12)),
+    *((".jpg", keep, r"cut\.jpg") for keep in (0.3, 0.8, -2)),
+])
+def test_truncated_file_is_an_error_naming_it(tmp_path, rng, ext, keep, match):
     img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    _cv2_write(tmp_path / "full.png", img)
-    data = (tmp_path / "full.png").read_bytes()
+    _cv2_write(tmp_path / f"full{ext}", img)
+    data = (tmp_path / f"full{ext}").read_bytes()
     cut = int(len(data) * keep) if isinstance(keep, float) else len(data) + keep
-    (tmp_path / "cut.png").write_bytes(data[:cut])
-    with pytest.raises(ImageFileError, match=r"cut\.png.*truncated"):
-        read_image(tmp_path / "cut.png")
-
-
-@pytest.mark.parametrize("keep", [0.3, 0.8, -2])
-def test_truncated_jpeg_is_an_error(tmp_path, rng, keep):
-    img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    _cv2_write(tmp_path / "full.jpg", img)
-    data = (tmp_path / "full.jpg").read_bytes()
-    cut = int(len(data) * keep) if isinstance(keep, float) else len(data) + keep
-    (tmp_path / "cut.jpg").write_bytes(data[:cut])
-    with pytest.raises(ImageFileError, match=r"cut\.jpg"):
-        read_image(tmp_path / "cut.jpg")
+    (tmp_path / f"cut{ext}").write_bytes(data[:cut])
+    with pytest.raises(ImageFileError, match=match):
+        read_image(tmp_path / f"cut{ext}")
 
 
 def test_corrupt_png_data_is_an_error(tmp_path, rng):

@@ -25,9 +25,19 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from tfdeblur import _validation as checks
 from tfdeblur.data.io import _fspath, check_image_files, is_image_file, read_image
 
 # --------------------------------------------------------------------------- motion
+
+
+def _trajectory_samples(length, samples: int | None) -> int:
+    """Checks a trajectory's ``length`` and ``samples`` (odd, >= 3; default from the length)."""
+    length = checks.check_number(length, "length", minimum=0)
+    samples = checks.check_int(samples, "samples", minimum=3, allow_none=True)
+    if samples is None:
+        samples = max(65, int(8 * length) + 1)
+    return samples + 1 - samples % 2
 
 
 def random_trajectory(length: float, rng: np.random.Generator, *, samples: int | None = None,
@@ -56,18 +66,11 @@ def random_trajectory(length: float, rng: np.random.Generator, *, samples: int |
     Example:
         >>> traj = random_trajectory(15.0, np.random.default_rng(0))
     """
-    if not np.isfinite(length) or length < 0:
-        raise ValueError(f"length must be a finite number >= 0, got {length}")
+    samples = _trajectory_samples(length, samples)
     if not smoothness > 0:
         raise ValueError(f"smoothness must be > 0, got {smoothness}")
     if not jerks >= 0:
         raise ValueError(f"jerks must be >= 0, got {jerks}")
-    if samples is None:
-        samples = max(65, int(8 * length) + 1)
-    samples = int(samples)
-    if samples < 3:
-        raise ValueError(f"samples must be >= 3, got {samples}")
-    samples += 1 - samples % 2
     rho = np.exp(-1.0 / max(smoothness * samples, 1e-3))
     noise = np.sqrt(1 - rho ** 2) * rng.standard_normal((samples, 2))
     jerk = ((rng.random(samples) < jerks / samples)[:, None]
@@ -119,17 +122,9 @@ def accelerated_trajectory(length: float, rng: np.random.Generator, *,
     Returns:
         float64 ``[T, 2]`` (x, y) displacements, ``T`` odd, ``traj[T // 2] == 0``.
     """
-    if not np.isfinite(length) or length < 0:
-        raise ValueError(f"length must be a finite number >= 0, got {length}")
+    samples = _trajectory_samples(length, samples)
     for name, v in (("acceleration", acceleration), ("curvature", curvature), ("shake", shake)):
-        if not (np.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {v}")
-    if samples is None:
-        samples = max(65, int(8 * length) + 1)
-    samples = int(samples)
-    if samples < 3:
-        raise ValueError(f"samples must be >= 3, got {samples}")
-    samples += 1 - samples % 2
+        checks.check_number(v, name, minimum=0)
     t = np.linspace(-0.5, 0.5, samples)
     a = rng.uniform(-acceleration, acceleration)
     speed = np.maximum(1.0 + a * t, 0.1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -276,6 +277,33 @@ def _verified_portable(model: keras.Model, input_shape, x: np.ndarray | None = N
         _check_close(np.asarray(portable(x, training=False)), want, _PORTABLE_TOLERANCE,
                      f"portable rebuild of {model.name!r}")
     return portable, x, want
+
+
+class Prepared(NamedTuple):
+    """What an export of any size starts from (:func:`_prepare`)."""
+
+    model: keras.Model       # the Keras model given (loaded from its file)
+    source: object           # its file, or None (what the destination may not replace)
+    path: str                # the checked destination
+    shape: tuple             # (H, W, C), H and W None for any size
+    portable: keras.Model    # the portable rebuild, checked against the model
+    x: np.ndarray            # the probe images of the check
+    want: np.ndarray         # the model's output on them
+    what: str                # "<kind> export of 'name'", for messages
+
+
+def _prepare(model, path, input_shape, overwrite: bool, kind: str, label: str) -> Prepared:
+    """Loads and checks the model, ``input_shape`` and the destination, then rebuilds the
+    model on portable ops and checks the rebuild (the exporters' shared first steps)."""
+    from tfdeblur.export import destinations
+
+    source = destinations._source_path(model)
+    model = _load_keras(model)
+    shape = _check_input_shape(input_shape, model)
+    path = destinations._prepare_destination(path, overwrite, kind, source)
+    portable, x, want = _verified_portable(model, shape)
+    return Prepared(model, source, path, shape, portable, x, want,
+                    f"{label} export of {model.name!r}")
 
 
 def _rebuild_same_ops(model: keras.Model, input_shape) -> keras.Model:

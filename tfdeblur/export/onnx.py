@@ -127,12 +127,8 @@ def export_onnx(model: keras.Model | str | os.PathLike, path: str | os.PathLike,
     """
     tf2onnx = _import_converters()
     checks.check_int(opset, "opset", minimum=13)
-    source = destinations._source_path(model)
-    model = _common._load_keras(model)
-    h, w, c = _common._check_input_shape(input_shape, model)
-    path = destinations._prepare_destination(path, overwrite, "onnx", source)
-    portable, x, want = _common._verified_portable(model, (h, w, c))
-    what = f"ONNX export of {model.name!r}"
+    _, source, path, (h, w, c), portable, x, want, what = _common._prepare(
+        model, path, input_shape, overwrite, "onnx", "ONNX")
 
     @tf.function(autograph=False)
     def serve(blurry):

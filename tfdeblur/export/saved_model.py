@@ -236,15 +236,11 @@ def export_saved_model(model: keras.Model | str | os.PathLike, path: str | os.Pa
         >>> export_saved_model(model, "exports/svdn/1")          # TF Serving layout
         '/.../exports/svdn/1'
     """
-    source = destinations._source_path(model)
-    model = _common._load_keras(model)
-    h, w, c = _common._check_input_shape(input_shape, model)
-    path = destinations._prepare_destination(path, overwrite, "saved_model", source)
     # Import-time check of the dependency, before any work.
     import tensorflow_serving.apis.prediction_log_pb2  # noqa: F401
 
-    portable, x, want = _common._verified_portable(model, (h, w, c))
-    what = f"SavedModel export of {model.name!r}"
+    _, source, path, (h, w, c), portable, x, want, what = _common._prepare(
+        model, path, input_shape, overwrite, "saved_model", "SavedModel")
     with _atomic.work_folder(path) as work:
         new = os.path.join(work, "saved_model")
         _write_saved_model(portable, new, (None, h, w, c))
