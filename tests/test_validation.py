@@ -300,8 +300,25 @@ def _side_by_side(**kwargs):
     return side_by_side(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)), **kwargs)
 
 
+_POINTWISE = []
+
+
+def _deblur_image(**kwargs):
+    import keras
+
+    from tfdeblur.inference import deblur_image
+
+    if not _POINTWISE:
+        x = keras.Input((None, None, 3))
+        _POINTWISE.append(keras.Model(x, keras.layers.Conv2D(3, 1)(x)))
+    return deblur_image(_POINTWISE[0], np.zeros((40, 40, 3), np.float32), **kwargs)
+
+
 # (maker, argument, owner prefix, minimum (None: any integer), None allowed)
 OTHER_INT_ARGUMENTS = [
+    (_deblur_image, "tile", "", 1, True),
+    (_deblur_image, "overlap", "", 0, True),
+    (_deblur_image, "batch_size", "", 1, False),
     (_dataset_options, "seed", "", None, True),
     (_dataset_options, "batch_size", "", 1, True),
     (_dataset_options, "skip", "", 0, False),

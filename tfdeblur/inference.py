@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdeblur import _validation as checks
 from tfdeblur._messages import user_message
 from tfdeblur._tiling import FALLBACK_OVERLAP, TILING_DEFAULTS, TilingDefaults
 from tfdeblur.data.io import is_image_file, read_image, write_image
@@ -304,15 +305,16 @@ def _deblur_array(model: keras.Model, img: np.ndarray, *, tile: int | None,
                   overlap: int | None, batch_size: int) -> np.ndarray:
     from tfdeblur.models._padding import PadToMultiple
 
+    tile = checks.check_int(tile, "tile", allow_none=True)
+    overlap = checks.check_int(overlap, "overlap", minimum=0, allow_none=True)
+    batch_size = checks.check_int(batch_size, "batch_size")
     h, w, c = img.shape
     if overlap is None:
         overlap = tiling_defaults(model).overlap
         if tile is not None and tile >= 1:
             overlap = min(overlap, (tile - 1) // 2)
-    if tile is not None and (tile < 1 or overlap < 0 or 2 * overlap >= tile):
+    if tile is not None and 2 * overlap >= tile:
         raise ValueError(f"tile must be > 2 * overlap >= 0, got tile={tile}, overlap={overlap}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     m = min_image_size(model)
     if min(h, w) < m:
         raise ValueError(f"image {w}x{h} is smaller than the model's minimum of {m}x{m} pixels")
