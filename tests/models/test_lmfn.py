@@ -171,19 +171,6 @@ def test_implementations_build_the_same_network():
     np.testing.assert_array_equal(auto(x).numpy(), portable(x).numpy())
 
 
-@pytest.mark.parametrize("config,match", [
-    (dict(width=2), "width"),
-    (dict(width=8.0), "width"),
-    (dict(num_scales=0), "num_scales"),
-    (dict(num_blocks=0), "num_blocks"),
-    (dict(implementation="cuda"), "implementation"),
-    (dict(input_shape=(None, None, None)), "input_shape"),
-])
-def test_bad_configuration(config, match):
-    with pytest.raises(ValueError, match=match):
-        lmfn(**config)
-
-
 def test_real_photo_with_recorded_camera_shake(shared_data, compiled_tiny):
     """A few training steps on a real photo blurred by a recorded kernel, then a
     real blurry GoPro frame crop of odd size through the trained model."""

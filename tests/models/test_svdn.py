@@ -189,25 +189,6 @@ def test_other_channel_counts():
     assert model(np.zeros((2, 5, 4, 1), "float32")).shape == (2, 5, 4, 1)
 
 
-@pytest.mark.parametrize("config,match", [
-    (dict(width=0), "width"),
-    (dict(width=3.0), "width"),
-    (dict(dilation_rates=()), "dilation_rates"),
-    (dict(dilation_rates=(1, 0)), "dilation_rates"),
-    (dict(convs_per_rate=0), "convs_per_rate"),
-    (dict(kernel_size=0), "kernel_size"),
-    (dict(offset_hidden=0), "offset_hidden"),
-    (dict(head_width=0), "head_width"),
-    (dict(identity_init=1), "identity_init"),
-    (dict(identity_init="yes"), "identity_init"),
-    (dict(implementation="cuda"), "implementation"),
-    (dict(input_shape=(None, None, None)), "input_shape"),
-])
-def test_bad_configuration(config, match):
-    with pytest.raises(ValueError, match=match):
-        svdn(**config)
-
-
 @pytest.mark.parametrize("return_positions", [False, True])
 def test_save_load_identical(tmp_path, return_positions):
     model = tiny()

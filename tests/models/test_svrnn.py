@@ -12,7 +12,7 @@ from tests.conftest import implementations
 from tests.layers import nets_reference as ref
 from tests.models import model_checks as mc
 from tfdeblur.layers.svrnn_blocks import VGG16_ENCODER_LAYERS
-from tfdeblur.models.svrnn import MIN_SIZE, PAPER_PARAMETERS, svrnn
+from tfdeblur.models.svrnn import MIN_SIZE, PAPER_PARAMETERS
 from tfdeblur.models.vgg16_init import init_from_vgg16, load_vgg16_convs
 
 # Every part of the network, at widths that run in a fraction of a second on CPU.
@@ -93,20 +93,6 @@ def test_out_of_range_values_are_processed():
 def test_other_channel_counts():
     model = tiny(input_shape=(None, None, 1))
     assert model(np.zeros((2, 9, 11, 1), "float32")).shape == (2, 9, 11, 1)
-
-
-@pytest.mark.parametrize("config,match", [
-    (dict(width=0), "width"),
-    (dict(width=2.5), "width"),
-    (dict(weight_width=0), "weight_width"),
-    (dict(num_rnns=0), "num_rnns"),
-    (dict(implementation="fastest"), "implementation"),
-    (dict(input_shape=(None, None, None)), "input_shape"),
-    (dict(input_shape=(None, 3)), "input_shape"),
-])
-def test_bad_configuration(config, match):
-    with pytest.raises(ValueError, match=match):
-        svrnn(**config)
 
 
 def test_save_load_identical(tmp_path):

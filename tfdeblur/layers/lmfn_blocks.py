@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from tfdeblur import _validation as v
+from tfdeblur.layers._common import halved
 
 
 def resize_bilinear(x, size):
@@ -76,9 +77,7 @@ class DownBlock(keras.layers.Layer):
         return ops.leaky_relu(self.conv(x), negative_slope=self.negative_slope)
 
     def compute_output_shape(self, input_shape):
-        def half(n):
-            return None if n is None else -(-n // 2)
-        return (input_shape[0], half(input_shape[1]), half(input_shape[2]), self.filters)
+        return (input_shape[0], halved(input_shape[1]), halved(input_shape[2]), self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tfdeblur import _validation as v
+from tfdeblur.layers._common import fresh_initializer, halved
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.deform_conv import ModulatedDeformConv2D
 from tfdeblur.ops._loader import resolve_implementation
@@ -25,15 +26,6 @@ def _prelu(name: str, dtype_policy) -> keras.layers.PReLU:
     # One slope per channel (any image size), initialised to He et al.'s 0.25.
     return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25),
                               shared_axes=[1, 2], name=name, dtype=dtype_policy)
-
-
-def _initializer(config):
-    # A fresh initializer object per sub-layer (a shared one would reuse state).
-    return keras.initializers.get(keras.initializers.serialize(config))
-
-
-def _half(n):
-    return None if n is None else -(-n // 2)
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -84,7 +76,7 @@ class DilatedBackbone(keras.layers.Layer):
     def _conv(self, name, filters, strides=1, dilation=1):
         return keras.layers.Conv2D(filters, 3, strides=strides, dilation_rate=dilation,
                                    padding="same", name=name,
-                                   kernel_initializer=_initializer(self.kernel_initializer),
+                                   kernel_initializer=fresh_initializer(self.kernel_initializer),
                                    dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -127,7 +119,7 @@ class DilatedBackbone(keras.layers.Layer):
         return [fused[..., : self.width], fused[..., self.width:]]
 
     def compute_output_shape(self, input_shape):
-        shape = (input_shape[0], _half(input_shape[1]), _half(input_shape[2]), self.width)
+        shape = (input_shape[0], halved(input_shape[1]), halved(input_shape[2]), self.width)
         return [shape, shape]
 
     def get_config(self):
@@ -213,14 +205,14 @@ class FeatureDeconvolution(keras.layers.Layer):
 
     def _conv(self, name, filters):
         return keras.layers.Conv2D(filters, 3, padding="same", name=name,
-                                   kernel_initializer=_initializer(self.kernel_initializer),
+                                   kernel_initializer=fresh_initializer(self.kernel_initializer),
                                    dtype=self.dtype_policy)
 
     def _dcn(self, name, return_positions):
         return ModulatedDeformConv2D(
             self.filters, self.kernel_size, padding="same", offset_mode="external",
             return_positions=return_positions, implementation=self.implementation,
-            kernel_initializer=_initializer(self.kernel_initializer), name=name,
+            kernel_initializer=fresh_initializer(self.kernel_initializer), name=name,
             dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -335,14 +327,14 @@ class ReconstructionHead(keras.layers.Layer):
         v.check_image_input(input_shape, "ReconstructionHead")
         self.upsample = keras.layers.Conv2DTranspose(
             self.filters, 4, strides=2, padding="same", name="upsample",
-            kernel_initializer=_initializer(self.kernel_initializer), dtype=self.dtype_policy)
+            kernel_initializer=fresh_initializer(self.kernel_initializer), dtype=self.dtype_policy)
         self.upsample.build((None, None, None, input_shape[-1]))
         self.prelu = _prelu("prelu", self.dtype_policy)
         self.prelu.build((None, None, None, self.filters))
         self.reconstruct = keras.layers.Conv2D(
             self.out_channels, 3, padding="same", name="reconstruct",
             kernel_initializer=("zeros" if self.zero_init
-                                else _initializer(self.kernel_initializer)),
+                                else fresh_initializer(self.kernel_initializer)),
             bias_initializer="zeros", dtype=self.dtype_policy)
         self.reconstruct.build((None, None, None, self.filters))
         super().build(input_shape)

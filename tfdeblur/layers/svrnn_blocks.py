@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfdeblur import _validation as v
+from tfdeblur.layers._common import fresh_initializer, halved
 from tfdeblur.layers._empty_batch import pad_empty_batch, take_batch
 from tfdeblur.layers.spatial_rnn import SpatialRNN
 from tfdeblur.ops._loader import resolve_implementation
@@ -142,8 +143,7 @@ class WeightGenerationNetwork(keras.layers.Layer):
     def _conv(self, name: str, filters: int, activation: str) -> keras.layers.Conv2D:
         return keras.layers.Conv2D(
             filters, 3, padding="same", activation=activation, name=name,
-            kernel_initializer=keras.initializers.get(
-                keras.initializers.serialize(self.kernel_initializer)),
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -182,9 +182,7 @@ class WeightGenerationNetwork(keras.layers.Layer):
         return take_batch(self.conv16(x), tf.shape(image)[0])
 
     def compute_output_shape(self, input_shape):
-        def half(n):
-            return None if n is None else -(-n // 2)
-        return (input_shape[0], half(input_shape[1]), half(input_shape[2]), self.gate_channels)
+        return (input_shape[0], halved(input_shape[1]), halved(input_shape[2]), self.gate_channels)
 
     def get_config(self):
         return {**super().get_config(), "width": self.width,
@@ -274,8 +272,7 @@ class RNNDeconvolution(keras.layers.Layer):
                              dtype=self.dtype_policy)
             conv = keras.layers.Conv2D(
                 self.filters, 3, padding="same", name=f"fusion{i + 1}",
-                kernel_initializer=keras.initializers.get(
-                    keras.initializers.serialize(self.kernel_initializer)),
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy)
             conv.build((None, None, None, 4 * cin))
             self.rnns.append(rnn)
