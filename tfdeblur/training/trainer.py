@@ -185,7 +185,10 @@ def training_dataset(cfg: dict, start_step: int = 0, *,
 
     Batch ``i`` is the same whatever ``start_step`` is: the stream depends
     only on the data section and its seed, and the batches before
-    ``start_step`` are skipped before any image is read.
+    ``start_step`` are skipped before any image is read. This holds for the
+    dataset's first iterator: a second one is a new pass, reshuffled and
+    redrawn, whose draws depend on how far the first has run (they share the
+    seed generators), so make a new dataset instead.
 
     Under a multi-worker ``strategy`` a dataset sharded by data (image
     folders, synthetic blur: each worker keeps its share of every global
