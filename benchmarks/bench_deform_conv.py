@@ -61,7 +61,8 @@ def _median_ms(fn, reps: int, warmup: int) -> float:
 
 
 def _sync(result) -> None:
-    # Pulling one scalar to the host waits for the computation to finish.
+    # Pulling one scalar to the host waits for the computation to finish
+    # (TensorFlow's eager tensors; torch's CPU tensors are ready already).
     flat = tf.nest.flatten(result)
     for t in flat:
         if t is not None:
@@ -149,17 +150,6 @@ def _torchvision_fns(torch, deform_conv2d, a: dict, k: int):
     return forward, forward_backward
 
 
-def _torch_median_ms(fn, reps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()  # torch's CPU ops are synchronous
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=10)
@@ -217,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 t_dense = _median_ms(dense, args.reps, args.warmup)
                 t_port = (float("nan") if args.skip_portable
                           else _median_ms(port, max(1, args.reps // 2), 1))
-                t_tv = float("nan") if tv is None else _torch_median_ms(tv, args.reps,
-                                                                        args.warmup)
+                t_tv = float("nan") if tv is None else _median_ms(tv, args.reps, args.warmup)
                 print(f"| {list(shape)} | {k}x{k} | {label} | {t_comp:.1f} | {t_port:.1f} | "
                       f"{t_dense:.1f} | {t_tv:.1f} | {t_comp / t_dense:.2f}x | "
                       f"{t_port / t_comp:.2f}x | {t_tv / t_comp:.2f}x |", flush=True)

@@ -1,10 +1,25 @@
-"""Every network rejects a bad configuration with a ValueError naming the argument."""
+"""The registry builds every network by name; each rejects a bad configuration by name."""
 
+import keras
 import pytest
 
 import tfdeblur.models
 
 NETWORKS = ("lmfn", "svdn", "svrnn")
+
+# Every part of each network, at widths that build in a moment.
+SMALL = {
+    "lmfn": dict(width=8, num_blocks=1),
+    "svdn": dict(width=2, dilation_rates=(1, 2), kernel_size=3, offset_hidden=2, head_width=2),
+    "svrnn": dict(width=4, weight_width=2, num_rnns=2),
+}
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_registry_builds_each_network(name):
+    assert name in tfdeblur.models.available()
+    model = tfdeblur.models.build(name, name=f"small_{name}", **SMALL[name])
+    assert isinstance(model, keras.Model) and model.name == f"small_{name}"
 
 # Arguments all three take: the same bad value gets the same answer everywhere.
 SHARED = [

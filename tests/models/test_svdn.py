@@ -37,12 +37,6 @@ def _weights(model):
     return {part: sublayer_weights(model.get_layer(part)) for part in ("backbone", "neck", "head")}
 
 
-def test_registry_builds_svdn():
-    assert "svdn" in tfdeblur.models.available()
-    model = tiny(name="small_svdn")
-    assert isinstance(model, keras.Model) and model.name == "small_svdn"
-
-
 def test_paper_configuration_parameter_count():
     model = build()
     n = mc.assert_param_count(model, PAPER_PARAMETERS)

@@ -35,12 +35,6 @@ def _weights(model):
     return out
 
 
-def test_registry_builds_svrnn():
-    assert "svrnn" in tfdeblur.models.available()
-    model = tiny(name="small_svrnn")
-    assert isinstance(model, keras.Model) and model.name == "small_svrnn"
-
-
 def test_paper_configuration_parameter_count():
     model = build()
     n = mc.assert_param_count(model, PAPER_PARAMETERS)
