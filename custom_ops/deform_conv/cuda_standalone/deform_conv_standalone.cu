@@ -50,21 +50,30 @@ tfdeblur_dcn::DeformConvGeometry MakeGeometry(const int64_t* v, bool has_bias) {
   return g;
 }
 
+// Runs launch(scratch) with `bytes` of device scratch, waits for the stream
+// and frees the scratch; the launch's error first, then the stream's.
+template <typename Launch>
+int WithScratch(int64_t bytes, cudaStream_t stream, Launch launch) {
+  float* scratch = nullptr;
+  cudaError_t err = cudaMalloc(&scratch, bytes + 4);
+  if (err != cudaSuccess) return err;
+  err = launch(scratch);
+  const cudaError_t sync = cudaStreamSynchronize(stream);
+  cudaFree(scratch);
+  return err != cudaSuccess ? err : sync;
+}
+
 template <typename T>
 int Forward(const int64_t* geometry, const void* x, const void* offset, const void* mask,
             const void* kernel, const void* bias, void* y, cudaStream_t stream) {
   const auto g = MakeGeometry(geometry, bias != nullptr);
   const int64_t chunk = tfdeblur_dcn::ChunkPixels(g, ScratchBytesFromEnv());
-  float* scratch = nullptr;
-  cudaError_t err = cudaMalloc(&scratch, tfdeblur_dcn::ForwardScratchBytes(g, chunk) + 4);
-  if (err != cudaSuccess) return err;
-  err = tfdeblur_dcn::LaunchDeformConvForward<T>(
-      g, static_cast<const T*>(x), static_cast<const T*>(offset), static_cast<const T*>(mask),
-      static_cast<const T*>(kernel), static_cast<const T*>(bias), static_cast<T*>(y), scratch,
-      chunk, stream);
-  const cudaError_t sync = cudaStreamSynchronize(stream);
-  cudaFree(scratch);
-  return err != cudaSuccess ? err : sync;
+  return WithScratch(tfdeblur_dcn::ForwardScratchBytes(g, chunk), stream, [&](float* scratch) {
+    return tfdeblur_dcn::LaunchDeformConvForward<T>(
+        g, static_cast<const T*>(x), static_cast<const T*>(offset), static_cast<const T*>(mask),
+        static_cast<const T*>(kernel), static_cast<const T*>(bias), static_cast<T*>(y), scratch,
+        chunk, stream);
+  });
 }
 
 template <typename T>
@@ -73,17 +82,13 @@ int Backward(const int64_t* geometry, const void* x, const void* offset, const v
              void* dkernel, void* dbias, cudaStream_t stream) {
   const auto g = MakeGeometry(geometry, dbias != nullptr);
   const int64_t chunk = tfdeblur_dcn::ChunkPixels(g, ScratchBytesFromEnv());
-  float* scratch = nullptr;
-  cudaError_t err = cudaMalloc(&scratch, tfdeblur_dcn::BackwardScratchBytes(g, chunk) + 4);
-  if (err != cudaSuccess) return err;
-  err = tfdeblur_dcn::LaunchDeformConvBackward<T>(
-      g, static_cast<const T*>(x), static_cast<const T*>(offset), static_cast<const T*>(mask),
-      static_cast<const T*>(kernel), static_cast<const T*>(dy), static_cast<T*>(dx),
-      static_cast<T*>(doffset), static_cast<T*>(dmask), static_cast<T*>(dkernel),
-      static_cast<T*>(dbias), scratch, chunk, stream);
-  const cudaError_t sync = cudaStreamSynchronize(stream);
-  cudaFree(scratch);
-  return err != cudaSuccess ? err : sync;
+  return WithScratch(tfdeblur_dcn::BackwardScratchBytes(g, chunk), stream, [&](float* scratch) {
+    return tfdeblur_dcn::LaunchDeformConvBackward<T>(
+        g, static_cast<const T*>(x), static_cast<const T*>(offset), static_cast<const T*>(mask),
+        static_cast<const T*>(kernel), static_cast<const T*>(dy), static_cast<T*>(dx),
+        static_cast<T*>(doffset), static_cast<T*>(dmask), static_cast<T*>(dkernel),
+        static_cast<T*>(dbias), scratch, chunk, stream);
+  });
 }
 
 }  // namespace

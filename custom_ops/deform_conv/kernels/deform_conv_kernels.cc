@@ -9,20 +9,13 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/kernels/op_kernel_common.h"
 #include "deform_conv/kernels/deform_conv_cpu.h"
 #include "deform_conv/kernels/deform_conv_kernels.h"
 #include "deform_conv/kernels/deform_conv_shape.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/framework/tensor_shape.h"
-#include "unsupported/Eigen/CXX11/Tensor"
 
 namespace tensorflow {
 namespace tfdeblur {
-
-using CPUDevice = Eigen::ThreadPoolDevice;
-using GPUDevice = Eigen::GpuDevice;
 
 namespace {
 
@@ -138,105 +131,93 @@ absl::Status Validate(const DeformConvAttrs& a, const DeformConvTuning& tuning, 
   return absl::OkStatus();
 }
 
-}  // namespace
-
-template <typename Device, typename T>
-class ModulatedDeformConv2DOp : public OpKernel {
+// What the forward and the gradient kernel share: the attributes and scratch
+// limits, read once when TensorFlow constructs the kernel, and the checks of
+// the five inputs they both take (x, offset, mask, kernel, bias).
+class DeformConvKernelBase : public OpKernel {
  public:
-  explicit ModulatedDeformConv2DOp(OpKernelConstruction* ctx)
+  explicit DeformConvKernelBase(OpKernelConstruction* ctx)
       : OpKernel(ctx), tuning_(TuningFromEnv()) {
     OP_REQUIRES_OK(ctx, ReadDeformConvAttrs(ctx, &attrs_));
   }
 
+ protected:
+  absl::Status ValidateInputs(OpKernelContext* ctx, DeformConvGeometry* g) const {
+    return Validate(attrs_, tuning_, ctx->input(0), ctx->input(1), ctx->input(2),
+                    ctx->input(3), ctx->input(4), g);
+  }
+
+ private:
+  DeformConvAttrs attrs_;
+  const DeformConvTuning tuning_;
+};
+
+}  // namespace
+
+template <typename Device, typename T>
+class ModulatedDeformConv2DOp : public DeformConvKernelBase {
+ public:
+  using DeformConvKernelBase::DeformConvKernelBase;
+
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& offset = ctx->input(1);
-    const Tensor& mask = ctx->input(2);
-    const Tensor& kernel = ctx->input(3);
-    const Tensor& bias = ctx->input(4);
     DeformConvGeometry g;
-    OP_REQUIRES_OK(ctx, Validate(attrs_, tuning_, x, offset, mask, kernel, bias, &g));
+    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, &g));
+    const Tensor& bias = ctx->input(4);
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx,
                    ctx->allocate_output(0, TensorShape({g.n, g.ho, g.wo, g.cout}), &y));
     if (y->NumElements() == 0) return;
     OP_REQUIRES_OK(ctx, ModulatedDeformConvForward<Device, T>()(
-                            ctx, g, x.flat<T>().data(), offset.flat<T>().data(),
-                            mask.flat<T>().data(), kernel.flat<T>().data(),
+                            ctx, g, ctx->input(0).flat<T>().data(),
+                            ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
+                            ctx->input(3).flat<T>().data(),
                             g.has_bias ? bias.flat<T>().data() : nullptr, y->flat<T>().data()));
   }
-
- private:
-  DeformConvAttrs attrs_;
-  const DeformConvTuning tuning_;
 };
 
 template <typename Device, typename T>
-class ModulatedDeformConv2DGradOp : public OpKernel {
+class ModulatedDeformConv2DGradOp : public DeformConvKernelBase {
  public:
-  explicit ModulatedDeformConv2DGradOp(OpKernelConstruction* ctx)
-      : OpKernel(ctx), tuning_(TuningFromEnv()) {
-    OP_REQUIRES_OK(ctx, ReadDeformConvAttrs(ctx, &attrs_));
-  }
+  using DeformConvKernelBase::DeformConvKernelBase;
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& offset = ctx->input(1);
-    const Tensor& mask = ctx->input(2);
-    const Tensor& kernel = ctx->input(3);
-    const Tensor& bias = ctx->input(4);
-    const Tensor& dy = ctx->input(5);
     DeformConvGeometry g;
-    OP_REQUIRES_OK(ctx, Validate(attrs_, tuning_, x, offset, mask, kernel, bias, &g));
+    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, &g));
+    const Tensor& dy = ctx->input(5);
     const TensorShape y_shape({g.n, g.ho, g.wo, g.cout});
     OP_REQUIRES(ctx, dy.shape() == y_shape,
                 errors::InvalidArgument(kOp, "dy must have the output's shape ",
                                         y_shape.DebugString(), ", got ",
                                         dy.shape().DebugString()));
-    Tensor *dx, *doffset, *dmask, *dkernel, *dbias;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, offset.shape(), &doffset));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, mask.shape(), &dmask));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, bias.shape(), &dbias));
+    // The gradient of input i has input i's shape (dbias is [0] without a bias).
+    Tensor* grads[5];
+    for (int i = 0; i < 5; ++i) {
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(i, ctx->input(i).shape(), &grads[i]));
+    }
     // Called also for batch 0: the functor then writes zero dkernel and dbias.
     OP_REQUIRES_OK(ctx, ModulatedDeformConvBackward<Device, T>()(
-                            ctx, g, x.flat<T>().data(), offset.flat<T>().data(),
-                            mask.flat<T>().data(), kernel.flat<T>().data(), dy.flat<T>().data(),
-                            dx->flat<T>().data(), doffset->flat<T>().data(),
-                            dmask->flat<T>().data(), dkernel->flat<T>().data(),
-                            g.has_bias ? dbias->flat<T>().data() : nullptr));
+                            ctx, g, ctx->input(0).flat<T>().data(),
+                            ctx->input(1).flat<T>().data(), ctx->input(2).flat<T>().data(),
+                            ctx->input(3).flat<T>().data(), dy.flat<T>().data(),
+                            grads[0]->flat<T>().data(), grads[1]->flat<T>().data(),
+                            grads[2]->flat<T>().data(), grads[3]->flat<T>().data(),
+                            g.has_bias ? grads[4]->flat<T>().data() : nullptr));
   }
-
- private:
-  DeformConvAttrs attrs_;
-  const DeformConvTuning tuning_;
 };
 
-#define REGISTER_CPU(T)                                                                       \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>ModulatedDeformConv2D").Device(DEVICE_CPU).TypeConstraint<T>("T"),       \
-      ModulatedDeformConv2DOp<CPUDevice, T>);                                                 \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>ModulatedDeformConv2DGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),   \
-      ModulatedDeformConv2DGradOp<CPUDevice, T>);
+#define REGISTER_CPU(T)                                                                  \
+  TFDEBLUR_REGISTER_CPU_OP_AND_GRAD("TfDeblur>ModulatedDeformConv2D", T,                   \
+                                    ModulatedDeformConv2DOp, ModulatedDeformConv2DGradOp);
 REGISTER_CPU(float);
 REGISTER_CPU(double);
 #undef REGISTER_CPU
 
 #if GOOGLE_CUDA
-#define REGISTER_GPU(T)                                                                       \
-  extern template struct ModulatedDeformConvForward<GPUDevice, T>;                            \
-  extern template struct ModulatedDeformConvBackward<GPUDevice, T>;                           \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>ModulatedDeformConv2D").Device(DEVICE_GPU).TypeConstraint<T>("T"),       \
-      ModulatedDeformConv2DOp<GPUDevice, T>);                                                 \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>ModulatedDeformConv2DGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),   \
-      ModulatedDeformConv2DGradOp<GPUDevice, T>);
-REGISTER_GPU(float);
-REGISTER_GPU(Eigen::half);
-REGISTER_GPU(Eigen::bfloat16);
+#define REGISTER_GPU(T)                                                                  \
+  TFDEBLUR_REGISTER_GPU_OP_AND_GRAD("TfDeblur>ModulatedDeformConv2D", T,                   \
+                                    ModulatedDeformConv2DOp, ModulatedDeformConv2DGradOp,  \
+                                    ModulatedDeformConvForward, ModulatedDeformConvBackward);
+TFDEBLUR_CALL_GPU_TYPES(REGISTER_GPU)
 #undef REGISTER_GPU
 #endif  // GOOGLE_CUDA
 

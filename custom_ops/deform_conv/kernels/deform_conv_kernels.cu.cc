@@ -4,25 +4,15 @@
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
+#include "common/kernels/cuda_status.h"
+#include "common/kernels/op_kernel_common.h"
 #include "deform_conv/kernels/deform_conv_kernels.h"
 #include "deform_conv/kernels/deform_conv_kernels.cu.h"
-
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "unsupported/Eigen/CXX11/Tensor"
 
 namespace tensorflow {
 namespace tfdeblur {
 
-using GPUDevice = Eigen::GpuDevice;
-
 namespace {
-
-absl::Status ToStatus(cudaError_t err, const char* what) {
-  if (err == cudaSuccess) return absl::OkStatus();
-  return errors::Internal("ModulatedDeformConv2D: ", what, " CUDA launch failed: ",
-                          cudaGetErrorString(err));
-}
 
 absl::Status AllocateScratch(OpKernelContext* ctx, int64_t bytes, Tensor* t) {
   const int64_t floats = std::max<int64_t>(1, (bytes + 3) / 4);
@@ -40,10 +30,10 @@ struct ModulatedDeformConvForward<GPUDevice, T> {
     Tensor scratch;
     TF_RETURN_IF_ERROR(
         AllocateScratch(ctx, tfdeblur_dcn::ForwardScratchBytes(g, chunk), &scratch));
-    return ToStatus(tfdeblur_dcn::LaunchDeformConvForward<T>(
-                        g, x, offset, mask, kernel, bias, y, scratch.flat<float>().data(),
-                        chunk, ctx->eigen_device<GPUDevice>().stream()),
-                    "forward");
+    const cudaError_t err = tfdeblur_dcn::LaunchDeformConvForward<T>(
+        g, x, offset, mask, kernel, bias, y, scratch.flat<float>().data(), chunk,
+        ctx->eigen_device<GPUDevice>().stream());
+    return CudaLaunchStatus(err, "ModulatedDeformConv2D: ", "forward");
   }
 };
 
@@ -56,20 +46,18 @@ struct ModulatedDeformConvBackward<GPUDevice, T> {
     Tensor scratch;
     TF_RETURN_IF_ERROR(
         AllocateScratch(ctx, tfdeblur_dcn::BackwardScratchBytes(g, chunk), &scratch));
-    return ToStatus(tfdeblur_dcn::LaunchDeformConvBackward<T>(
-                        g, x, offset, mask, kernel, dy, dx, doffset, dmask, dkernel, dbias,
-                        scratch.flat<float>().data(), chunk,
-                        ctx->eigen_device<GPUDevice>().stream()),
-                    "backward");
+    const cudaError_t err = tfdeblur_dcn::LaunchDeformConvBackward<T>(
+        g, x, offset, mask, kernel, dy, dx, doffset, dmask, dkernel, dbias,
+        scratch.flat<float>().data(), chunk, ctx->eigen_device<GPUDevice>().stream());
+    return CudaLaunchStatus(err, "ModulatedDeformConv2D: ", "backward");
   }
 };
 
-template struct ModulatedDeformConvForward<GPUDevice, float>;
-template struct ModulatedDeformConvForward<GPUDevice, Eigen::half>;
-template struct ModulatedDeformConvForward<GPUDevice, Eigen::bfloat16>;
-template struct ModulatedDeformConvBackward<GPUDevice, float>;
-template struct ModulatedDeformConvBackward<GPUDevice, Eigen::half>;
-template struct ModulatedDeformConvBackward<GPUDevice, Eigen::bfloat16>;
+#define INSTANTIATE(T)                                      \
+  template struct ModulatedDeformConvForward<GPUDevice, T>; \
+  template struct ModulatedDeformConvBackward<GPUDevice, T>;
+TFDEBLUR_CALL_GPU_TYPES(INSTANTIATE)
+#undef INSTANTIATE
 
 }  // namespace tfdeblur
 }  // namespace tensorflow

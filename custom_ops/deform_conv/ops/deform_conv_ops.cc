@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "common/ops/shape_checks.h"
 #include "deform_conv/kernels/deform_conv_shape.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -20,43 +21,20 @@
 namespace tensorflow {
 namespace tfdeblur {
 
-using shape_inference::DimensionHandle;
-using shape_inference::InferenceContext;
-using shape_inference::ShapeHandle;
-
 namespace {
 
 constexpr const char* kOp = kDeformConvOp;
-
-absl::Status RequireRank(InferenceContext* c, int index, int rank, const char* name,
-                         const char* layout, ShapeHandle* out) {
-  ShapeHandle s = c->input(index);
-  if (c->RankKnown(s) && c->Rank(s) != rank) {
-    return errors::InvalidArgument(kOp, name, " must be a rank-", rank, " ", layout,
-                                   " tensor, got shape ", c->DebugString(s));
-  }
-  return c->WithRank(s, rank, out);
-}
-
-absl::Status MergeOrFail(InferenceContext* c, DimensionHandle a, DimensionHandle b,
-                         const std::string& what, DimensionHandle* out) {
-  if (!c->Merge(a, b, out).ok()) {
-    return errors::InvalidArgument(kOp, what, ": expected ", c->DebugString(b), ", got ",
-                                   c->DebugString(a));
-  }
-  return absl::OkStatus();
-}
 
 // Checks every input against x and the kernel; returns y's shape.
 absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
   DeformConvAttrs a;
   TF_RETURN_IF_ERROR(ReadDeformConvAttrs(c, &a));
   ShapeHandle x, offset, mask, kernel, bias;
-  TF_RETURN_IF_ERROR(RequireRank(c, 0, 4, "x", "[N, H, W, Cin]", &x));
-  TF_RETURN_IF_ERROR(RequireRank(c, 1, 4, "offset", "[N, Ho, Wo, 2*G*KH*KW]", &offset));
-  TF_RETURN_IF_ERROR(RequireRank(c, 2, 4, "mask", "[N, Ho, Wo, G*KH*KW]", &mask));
-  TF_RETURN_IF_ERROR(RequireRank(c, 3, 4, "kernel", "[KH, KW, Cin/groups, Cout]", &kernel));
-  TF_RETURN_IF_ERROR(RequireRank(c, 4, 1, "bias", "[Cout] or [0]", &bias));
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 0, 4, "x", "[N, H, W, Cin]", &x));
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 1, 4, "offset", "[N, Ho, Wo, 2*G*KH*KW]", &offset));
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 2, 4, "mask", "[N, Ho, Wo, G*KH*KW]", &mask));
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 3, 4, "kernel", "[KH, KW, Cin/groups, Cout]", &kernel));
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 4, 1, "bias", "[Cout] or [0]", &bias));
 
   DimensionHandle n = c->Dim(x, 0);
   DimensionHandle kh = c->Dim(kernel, 0), kw = c->Dim(kernel, 1);
@@ -72,7 +50,7 @@ absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
                                      ") must divide the input channels of x (", ci, ")");
     }
     DimensionHandle unused;
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(kernel, 2), c->MakeDim(ci / a.groups),
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(kernel, 2), c->MakeDim(ci / a.groups),
                                    "kernel's dimension 2 must be Cin / groups", &unused));
   }
   if (c->ValueKnown(cout) && c->Value(cout) % a.groups != 0) {
@@ -82,7 +60,7 @@ absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
   }
   if (c->ValueKnown(c->Dim(bias, 0)) && c->Value(c->Dim(bias, 0)) != 0) {
     DimensionHandle unused;
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(bias, 0), cout,
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(bias, 0), cout,
                                    "bias must have Cout elements (or 0 for no bias)", &unused));
   }
 
@@ -92,10 +70,10 @@ absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
     if (khv < 1 || kwv < 1) return errors::InvalidArgument(kOp, "kernel must not be empty");
     const int64_t taps = a.dgroups * khv * kwv;
     DimensionHandle unused;
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(offset, 3), c->MakeDim(2 * taps),
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(offset, 3), c->MakeDim(2 * taps),
                                    "offset channels must be 2 * deformable_groups * KH * KW",
                                    &unused));
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(mask, 3), c->MakeDim(taps),
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(mask, 3), c->MakeDim(taps),
                                    "mask channels must be deformable_groups * KH * KW",
                                    &unused));
     int64_t len, unused_pad;
@@ -113,10 +91,10 @@ absl::Status ForwardShape(InferenceContext* c, ShapeHandle* y_shape) {
   for (int i = 0; i < 2; ++i) {
     ShapeHandle t = i == 0 ? offset : mask;
     const std::string name = i == 0 ? "offset" : "mask";
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(t, 0), n, name + " batch size must match x", &n));
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(t, 1), ho,
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(t, 0), n, name + " batch size must match x", &n));
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(t, 1), ho,
                                    name + " height must be the output height", &ho));
-    TF_RETURN_IF_ERROR(MergeOrFail(c, c->Dim(t, 2), wo,
+    TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(t, 2), wo,
                                    name + " width must be the output width", &wo));
   }
   *y_shape = c->MakeShape({n, ho, wo, cout});

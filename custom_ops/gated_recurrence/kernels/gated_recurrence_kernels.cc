@@ -16,17 +16,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/framework/tensor_shape.h"
-#include "unsupported/Eigen/CXX11/Tensor"
+#include "common/kernels/op_kernel_common.h"
 
 namespace tensorflow {
 namespace tfdeblur {
-
-using CPUDevice = Eigen::ThreadPoolDevice;
-using GPUDevice = Eigen::GpuDevice;
 
 namespace {
 
@@ -507,20 +500,35 @@ absl::Status Validate(const RecurrenceGeometry& proto, const Tensor& x, const Te
   return absl::OkStatus();
 }
 
+// What the forward and the gradient kernel share: the directions, parsed
+// once when TensorFlow constructs the kernel, and the checks of x and gate.
+class RecurrenceKernelBase : public OpKernel {
+ public:
+  explicit RecurrenceKernelBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    proto_.directions = ParseDirection(ctx);
+  }
+
+ protected:
+  absl::Status ValidateInputs(OpKernelContext* ctx, RecurrenceGeometry* g) const {
+    return Validate(proto_, ctx->input(0), ctx->input(1), g);
+  }
+
+ private:
+  RecurrenceGeometry proto_;
+};
+
 }  // namespace
 
 template <typename Device, typename T>
-class GatedRecurrenceOp : public OpKernel {
+class GatedRecurrenceOp : public RecurrenceKernelBase {
  public:
-  explicit GatedRecurrenceOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    proto_.directions = ParseDirection(ctx);
-  }
+  using RecurrenceKernelBase::RecurrenceKernelBase;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& gate = ctx->input(1);
     RecurrenceGeometry g;
-    OP_REQUIRES_OK(ctx, Validate(proto_, x, gate, &g));
+    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, &g));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gate.shape(), &y));
     if (y->NumElements() == 0) return;
@@ -528,17 +536,12 @@ class GatedRecurrenceOp : public OpKernel {
                             ctx->eigen_device<Device>(), g, x.flat<T>().data(),
                             gate.flat<T>().data(), y->flat<T>().data()));
   }
-
- private:
-  RecurrenceGeometry proto_;
 };
 
 template <typename Device, typename T>
-class GatedRecurrenceGradOp : public OpKernel {
+class GatedRecurrenceGradOp : public RecurrenceKernelBase {
  public:
-  explicit GatedRecurrenceGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    proto_.directions = ParseDirection(ctx);
-  }
+  using RecurrenceKernelBase::RecurrenceKernelBase;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
@@ -546,7 +549,7 @@ class GatedRecurrenceGradOp : public OpKernel {
     const Tensor& y = ctx->input(2);
     const Tensor& dy = ctx->input(3);
     RecurrenceGeometry g;
-    OP_REQUIRES_OK(ctx, Validate(proto_, x, gate, &g));
+    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, &g));
     OP_REQUIRES(ctx, y.shape() == gate.shape(),
                 errors::InvalidArgument("GatedRecurrenceGrad: y must have the gate's shape ",
                                         gate.shape().DebugString(), ", got ",
@@ -565,18 +568,11 @@ class GatedRecurrenceGradOp : public OpKernel {
                             gate.flat<T>().data(), y.flat<T>().data(), dy.flat<T>().data(),
                             dx->flat<T>().data(), dgate->flat<T>().data()));
   }
-
- private:
-  RecurrenceGeometry proto_;
 };
 
-#define REGISTER_CPU(T)                                                                       \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>GatedRecurrence").Device(DEVICE_CPU).TypeConstraint<T>("T"),             \
-      GatedRecurrenceOp<CPUDevice, T>);                                                       \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>GatedRecurrenceGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"),         \
-      GatedRecurrenceGradOp<CPUDevice, T>);
+#define REGISTER_CPU(T)                                                                    \
+  TFDEBLUR_REGISTER_CPU_OP_AND_GRAD("TfDeblur>GatedRecurrence", T, GatedRecurrenceOp,        \
+                                    GatedRecurrenceGradOp);
 REGISTER_CPU(Eigen::half);
 REGISTER_CPU(Eigen::bfloat16);
 REGISTER_CPU(float);
@@ -584,18 +580,11 @@ REGISTER_CPU(double);
 #undef REGISTER_CPU
 
 #if GOOGLE_CUDA
-#define REGISTER_GPU(T)                                                                       \
-  extern template struct GatedRecurrenceForward<GPUDevice, T>;                                \
-  extern template struct GatedRecurrenceBackward<GPUDevice, T>;                               \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>GatedRecurrence").Device(DEVICE_GPU).TypeConstraint<T>("T"),             \
-      GatedRecurrenceOp<GPUDevice, T>);                                                       \
-  REGISTER_KERNEL_BUILDER(                                                                    \
-      Name("TfDeblur>GatedRecurrenceGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),         \
-      GatedRecurrenceGradOp<GPUDevice, T>);
-REGISTER_GPU(float);
-REGISTER_GPU(Eigen::half);
-REGISTER_GPU(Eigen::bfloat16);
+#define REGISTER_GPU(T)                                                                    \
+  TFDEBLUR_REGISTER_GPU_OP_AND_GRAD("TfDeblur>GatedRecurrence", T, GatedRecurrenceOp,        \
+                                    GatedRecurrenceGradOp, GatedRecurrenceForward,           \
+                                    GatedRecurrenceBackward);
+TFDEBLUR_CALL_GPU_TYPES(REGISTER_GPU)
 #undef REGISTER_GPU
 #endif  // GOOGLE_CUDA
 

@@ -14,6 +14,9 @@
 namespace tensorflow {
 namespace tfdeblur {
 
+// Prefix of the error messages of the op and its gradient.
+inline constexpr char kGatedRecurrenceOp[] = "GatedRecurrence: ";
+
 // Scan directions in the channel order of the fused ("all") form.
 enum ScanDirection : int {
   kLeftToRight = 0,

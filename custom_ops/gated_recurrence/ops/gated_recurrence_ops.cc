@@ -8,60 +8,47 @@
 // [k*C, (k+1)*C), in the order left_to_right, right_to_left, top_to_bottom,
 // bottom_to_top.
 
+#include "common/ops/shape_checks.h"
+#include "gated_recurrence/kernels/gated_recurrence_kernels.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
 namespace tensorflow {
 namespace tfdeblur {
 
-using shape_inference::DimensionHandle;
-using shape_inference::InferenceContext;
-using shape_inference::ShapeHandle;
-
 namespace {
 
-absl::Status RequireRank4(InferenceContext* c, int index, const char* name,
-                          ShapeHandle* out) {
-  ShapeHandle s = c->input(index);
-  if (c->RankKnown(s) && c->Rank(s) != 4) {
-    return errors::InvalidArgument("GatedRecurrence: ", name,
-                                   " must be a rank-4 [N, H, W, C] tensor, got rank ",
-                                   c->Rank(s), " (shape ", c->DebugString(s), ")");
-  }
-  return c->WithRank(s, 4, out);
-}
-
-absl::Status MergeDim(InferenceContext* c, DimensionHandle a, DimensionHandle b,
-                      const char* what, DimensionHandle* out) {
-  if (!c->Merge(a, b, out).ok()) {
-    return errors::InvalidArgument("GatedRecurrence: ", what, " differ: ",
-                                   c->DebugString(a), " vs ", c->DebugString(b));
-  }
-  return absl::OkStatus();
-}
-
-// x [N,H,W,C] and gate [N,H,W,factor*C] -> returns the output shape.
-absl::Status RecurrenceShape(InferenceContext* c, int factor, ShapeHandle x, ShapeHandle g,
-                             ShapeHandle* out) {
-  DimensionHandle n, h, w, gc;
-  TF_RETURN_IF_ERROR(MergeDim(c, c->Dim(x, 0), c->Dim(g, 0), "batch sizes of x and gate", &n));
-  TF_RETURN_IF_ERROR(MergeDim(c, c->Dim(x, 1), c->Dim(g, 1), "heights of x and gate", &h));
-  TF_RETURN_IF_ERROR(MergeDim(c, c->Dim(x, 2), c->Dim(g, 2), "widths of x and gate", &w));
-  DimensionHandle xc_scaled;
-  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(x, 3), factor, &xc_scaled));
-  if (!c->Merge(xc_scaled, c->Dim(g, 3), &gc).ok()) {
-    return errors::InvalidArgument(
-        "GatedRecurrence: gate must have ", factor, " x (channels of x) = ",
-        c->DebugString(xc_scaled), " channels, got ", c->DebugString(c->Dim(g, 3)));
-  }
-  *out = c->MakeShape({n, h, w, gc});
-  return absl::OkStatus();
-}
+constexpr const char* kOp = kGatedRecurrenceOp;
 
 int DirectionFactor(InferenceContext* c) {
   std::string direction;
   if (!c->GetAttr("direction", &direction).ok()) return 1;
   return direction == "all" ? 4 : 1;
+}
+
+// Inputs 0 and 1 (x [N,H,W,C] and gate [N,H,W,factor*C], factor 4 for "all")
+// checked against each other; `out` is the output's (the gate's) shape.
+absl::Status RecurrenceShape(InferenceContext* c, ShapeHandle* x, ShapeHandle* g,
+                             ShapeHandle* out) {
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 0, 4, "x", "[N, H, W, C]", x));
+  TF_RETURN_IF_ERROR(RequireRank(c, kOp, 1, 4, "gate", "[N, H, W, C]", g));
+  const int factor = DirectionFactor(c);
+  DimensionHandle n, h, w, gc;
+  TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(*g, 0), c->Dim(*x, 0),
+                                 "gate batch size must match x", &n));
+  TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(*g, 1), c->Dim(*x, 1),
+                                 "gate height must match x", &h));
+  TF_RETURN_IF_ERROR(MergeOrFail(c, kOp, c->Dim(*g, 2), c->Dim(*x, 2),
+                                 "gate width must match x", &w));
+  DimensionHandle xc_scaled;
+  TF_RETURN_IF_ERROR(c->Multiply(c->Dim(*x, 3), factor, &xc_scaled));
+  if (!c->Merge(xc_scaled, c->Dim(*g, 3), &gc).ok()) {
+    return errors::InvalidArgument(kOp, "gate must have ", factor, " x (channels of x) = ",
+                                   c->DebugString(xc_scaled), " channels, got ",
+                                   c->DebugString(c->Dim(*g, 3)));
+  }
+  *out = c->MakeShape({n, h, w, gc});
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -75,9 +62,7 @@ REGISTER_OP("TfDeblur>GatedRecurrence")
           "'all'}")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, g, out;
-      TF_RETURN_IF_ERROR(RequireRank4(c, 0, "x", &x));
-      TF_RETURN_IF_ERROR(RequireRank4(c, 1, "gate", &g));
-      TF_RETURN_IF_ERROR(RecurrenceShape(c, DirectionFactor(c), x, g, &out));
+      TF_RETURN_IF_ERROR(RecurrenceShape(c, &x, &g, &out));
       c->set_output(0, out);
       return absl::OkStatus();
     })
@@ -99,9 +84,7 @@ REGISTER_OP("TfDeblur>GatedRecurrenceGrad")
           "'all'}")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, g, out, y, dy;
-      TF_RETURN_IF_ERROR(RequireRank4(c, 0, "x", &x));
-      TF_RETURN_IF_ERROR(RequireRank4(c, 1, "gate", &g));
-      TF_RETURN_IF_ERROR(RecurrenceShape(c, DirectionFactor(c), x, g, &out));
+      TF_RETURN_IF_ERROR(RecurrenceShape(c, &x, &g, &out));
       TF_RETURN_IF_ERROR(c->Merge(out, c->input(2), &y));
       TF_RETURN_IF_ERROR(c->Merge(out, c->input(3), &dy));
       c->set_output(0, x);
