@@ -213,13 +213,15 @@ _MAX_UNROLLED_TILES = 32
 def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
     """The convolution in stock TensorFlow ops, tile by tile of output rows.
 
-    Per tile: the sampling positions, the four bilinear corners' row indices
-    into x padded with zeros (one gather for all corners, taps, channels and
-    batch items), the bilinear weights with the mask folded in (selected per
-    corner, so a corner outside the image never meets a NaN or infinite mask),
-    the weighted sum of the corners as one batched matmul ``[1, 4] x [4, C]``,
-    and the whole column buffer times the kernel as one matmul (one batched
-    matmul over weight groups when ``groups > 1``).
+    Per tile: the sampling positions; for each of the four bilinear corners,
+    its row indices into x padded with zeros (one gather for all taps,
+    channels and batch items), times its bilinear weight with the mask folded
+    in (selected per corner, so a corner outside the image never meets a NaN
+    or infinite mask), summed into the column buffer; and the whole column
+    buffer times the kernel as one matmul (one batched matmul over weight
+    groups when ``groups > 1``). Four weighted gathers measured faster than one
+    gather of all corners and a batched ``[1, 4] x [4, C]`` matmul (0.66x the
+    time at [1, 360, 640, 32] 3x3, 0.94x at [1, 180, 320, 64] 5x5).
     """
     dtype = x.dtype
     pdtype = _position_dtype(dtype)
@@ -282,12 +284,12 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         cols_in = (x0 >= 0, x0 + 1 < w)
         wy, wx = (1 - ly, ly), (1 - lx, lx)
         corners = [(a, c) for a in (0, 1) for c in (0, 1)]
-        index = tf.stack([row_index(y0 + a, x0 + c) for a, c in corners], axis=-1)
-        weight = tf.stack([tf.cast(wy[a] * wx[c], dtype)
-                           * tf.where(rows_in[a] & cols_in[c], m, zeros)
-                           for a, c in corners], axis=-1)              # [N, rows, Wo, G * K, 4]
-        values = tf.reshape(tf.gather(table, tf.reshape(index, [-1])), [-1, 4, cdg])
-        col = tf.matmul(tf.reshape(weight, [-1, 1, 4]), values)       # [pixels * G * K, 1, Cdg]
+        col = None
+        for a, c in corners:
+            wgt = tf.cast(wy[a] * wx[c], dtype) * tf.where(rows_in[a] & cols_in[c], m, zeros)
+            term = (tf.gather(table, tf.reshape(row_index(y0 + a, x0 + c), [-1]))
+                    * tf.reshape(wgt, [-1, 1]))                       # [pixels * G * K, Cdg]
+            col = term if col is None else col + term
         if geo.groups == 1:
             out = tf.matmul(tf.reshape(col, [-1, dg * taps * cdg]), kmat)
         else:
