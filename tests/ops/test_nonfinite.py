@@ -140,7 +140,6 @@ def test_gated_recurrence_sprinkled_with_nan_and_inf(rng, impl, dtype, gates):
             assert_same_finite(dg.numpy(), rdg, rtol=1e-4, atol=1e-5, err_msg=f"dg {msg}")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("gates", ["tanh", "small", "exact"])
 def test_portable_recurrence_at_unknown_sizes(rng, gates):
     """Sizes known only at run time (what SavedModel and ONNX exports run): the blocks are
