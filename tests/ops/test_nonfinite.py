@@ -140,37 +140,6 @@ def test_gated_recurrence_sprinkled_with_nan_and_inf(rng, impl, dtype, gates):
             assert_same_finite(dg.numpy(), rdg, rtol=1e-4, atol=1e-5, err_msg=f"dg {msg}")
 
 
-@pytest.mark.parametrize("gates", ["tanh", "small", "exact"])
-def test_portable_recurrence_at_unknown_sizes(rng, gates):
-    """Sizes known only at run time (what SavedModel and ONNX exports run): the blocks are
-    linked in a tf.scan and the gates' signs are read only where a block's product is 0
-    ("small" and "exact" gates have such blocks, "tanh" ones none); values, NaN, +-inf
-    and gradients as the step-by-step reference, lines of 0 to 300 steps."""
-    spec = tf.TensorSpec([None, None, None, None], tf.float32)
-
-    def traced(direction):
-        @tf.function(input_signature=[spec, spec, spec])
-        def run(x, g, dy):
-            with tf.GradientTape() as tape:
-                tape.watch([x, g])
-                y = gated_recurrence(x, g, direction, implementation="portable")
-            return [y, *tape.gradient(y, [x, g], output_gradients=dy)]
-        return run
-
-    runs = {d: traced(d) for d in DIRECTIONS}
-    for shape in [(1, 3, 300, 2), (2, 70, 5, 1), (1, 33, 17, 2), (1, 0, 20, 1), (0, 18, 3, 1)]:
-        x, g = _sprinkled(rng, shape, np.float32, gates)
-        dy = rng.normal(size=shape).astype(np.float32)
-        for direction in DIRECTIONS:
-            y, dx, dg = runs[direction](x, g, dy)
-            msg = f"{shape} {direction}"
-            assert_same(y.numpy(), ref_forward(x, g, direction, np.float32), rtol=1e-4,
-                        atol=1e-5, err_msg=msg)
-            rdx, rdg = ref_backward(x, g, dy, direction, np.float32)
-            assert_same(dx.numpy(), rdx, rtol=1e-4, atol=1e-5, err_msg=f"dx {msg}")
-            assert_same_finite(dg.numpy(), rdg, rtol=1e-4, atol=1e-5, err_msg=f"dg {msg}")
-
-
 @pytest.mark.skipif("compiled" not in IMPLS, reason="compiled op library not loaded")
 def test_gated_recurrence_compiled_equals_portable_bit_for_class(rng):
     """Fused four directions: NaN / +-inf at exactly the same places in both paths,

@@ -64,7 +64,7 @@ def _runtime_checks(x: tf.Tensor, gate: tf.Tensor, slots: int, gate_name: str) -
 
 
 # Block length of the portable scan: steps run one by one inside a block (all
-# blocks at once), the blocks being linked one after the other by their ends.
+# blocks at once), the blocks being linked by a log-depth scan over their ends.
 _BLOCK = 16
 
 
@@ -95,46 +95,49 @@ def _times(a: tf.Tensor, sign: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
 
 
 def _link_blocks(a, sign, b, axis: int, reverse: bool) -> tf.Tensor:
-    """Every block's end: ``end[j] = a[j] end[j-1] + b[j]`` over the blocks along ``axis``.
+    """Inclusive scan of the block maps h_end = a h_start + b along ``axis``.
 
-    ``a``, ``b`` are the block maps h_end = a h_start + b (``sign`` the exact
-    sign of ``a``, see :func:`_times`), ``end`` of the first block in scan
-    order is its ``b``. Block by block, as the steps themselves run, so every
-    end comes from the true end before it and ``a`` is never a product of more
-    than one block's gates: unrolled when the number of blocks is static (what
-    TFLite sees), a ``tf.scan`` over the block axis otherwise.
+    Hillis-Steele (log-depth): after round s every block has composed itself
+    with the s blocks before it in scan order. Unrolled when the number of
+    blocks is static (what TFLite sees), a while loop otherwise. Blocks with no
+    predecessor are sliced off, never multiplied by a fill value.
     """
-    def link(end, block):
-        a_j, sign_j, b_j = block
-        return b_j + _times(a_j, sign_j, end)
+    def round_(s, length, a, sign, b, last):
+        # "later" blocks have a predecessor s blocks before them in scan order.
+        later = slice(None, length - s) if reverse else slice(s, None)
+        earlier = slice(s, None) if reverse else slice(None, length - s)
+        kept = slice(length - s, None) if reverse else slice(None, s)
+        a_l = _along(a, axis, later.start, later.stop)
+        s_l = _along(sign, axis, later.start, later.stop)
+        b_e = _along(b, axis, earlier.start, earlier.stop)
+        b_new = _along(b, axis, later.start, later.stop) + _times(a_l, s_l, b_e)
 
-    count = a.shape[axis]
-    if count is not None:
-        blocks = list(zip(*(tf.unstack(t, num=count, axis=axis) for t in (a, sign, b)),
-                          strict=True))
-        order = list(range(count - 1, -1, -1) if reverse else range(count))
-        ends = [None] * count
-        end = ends[order[0]] = blocks[order[0]][2]
-        for j in order[1:]:
-            end = ends[j] = link(end, blocks[j])
-        return tf.stack(ends, axis=axis)
-    # Blocks first, in scan order (small copies: one value per block), so that
-    # a forward tf.scan runs over them; the first block's end is its b (selected,
-    # as its a may be infinite, and the scan never sees an empty list).
-    perm = [axis] + [d for d in range(4) if d != axis]
-    a, sign, b = (tf.transpose(t, perm) for t in (a, sign, b))
-    if reverse:
-        a, sign, b = (tf.reverse(t, [0]) for t in (a, sign, b))
-    first = tf.equal(tf.range(tf.shape(a)[0]), 0)
+        def join(new, t):
+            old = _along(t, axis, kept.start, kept.stop)
+            return tf.concat([new, old] if reverse else [old, new], axis)
 
-    def link_or_first(end, block):
-        *rest, is_first = block
-        return tf.where(is_first, rest[2], link(end, rest))
+        b = join(b_new, b)
+        if not last:
+            a = join(a_l * _along(a, axis, earlier.start, earlier.stop), a)
+            sign = join(s_l * _along(sign, axis, earlier.start, earlier.stop), sign)
+        return a, sign, b
 
-    ends = tf.scan(link_or_first, (a, sign, b, first), initializer=b[0])
-    if reverse:
-        ends = tf.reverse(ends, [0])
-    return tf.transpose(ends, [perm.index(d) for d in range(4)])
+    length = a.shape[axis]
+    if length is not None:
+        s = 1
+        while s < length:
+            a, sign, b = round_(s, length, a, sign, b, last=2 * s >= length)
+            s *= 2
+        return b
+    length = tf.shape(a)[axis]
+
+    def body(s, a, sign, b):
+        a, sign, b = round_(s, length, a, sign, b, last=False)
+        return s * 2, a, sign, b
+
+    _, _, _, b = tf.while_loop(lambda s, *_: s < length, body,
+                               (tf.constant(1), a, sign, b))
+    return b
 
 
 def _steps(a_steps, b_steps, order, h) -> list:
@@ -153,8 +156,8 @@ def _scan(a: tf.Tensor, b: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
     A blocked scan: the axis is cut into blocks of ``_BLOCK`` steps (padded at
     the end in scan order, so padding never precedes a real step); (1) inside
     every block at once, a short unrolled loop gives the block's map h_end =
-    A h_start + B (A the product of its a); (2) these maps, applied block after
-    block, give every block's end; (3) every block runs its steps again from the
+    A h_start + B (A the product of its a); (2) a log-depth scan over these
+    maps gives every block's end; (3) every block runs its steps again from the
     end of the block before it. Each value thus comes from the true h[t-1]
     exactly as in the compiled kernels, so NaN and infinities propagate as
     there (docs/ops_nonfinite.md); only the block ends of (2) are reassociated.
@@ -171,8 +174,6 @@ def _scan(a: tf.Tensor, b: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
     length = shape[axis]
     block = _BLOCK
     nblocks = (length + block - 1) // block
-    if static_len is None:  # an empty line runs as one padded block
-        nblocks = tf.maximum(nblocks, 1)
     extra = nblocks * block - length
     pad = [[0, 0]] * 4
     pad[axis] = [extra, 0] if reverse else [0, extra]
@@ -189,13 +190,7 @@ def _scan(a: tf.Tensor, b: tf.Tensor, axis: int, reverse: bool) -> tf.Tensor:
     for i in order[1:]:
         h = a_steps[i] * h + b_steps[i]
         p = a_steps[i] * p
-    if static_len is not None:
-        sign = tf.reduce_prod(tf.sign(a), axis=axis + 1)
-    else:
-        # The exact sign matters only where the product is 0 (see _times): found
-        # from all the gates only when some product is (one more pass over a).
-        sign = tf.cond(tf.reduce_any(tf.equal(p, 0)),
-                       lambda: tf.reduce_prod(tf.sign(a), axis=axis + 1), lambda: tf.sign(p))
+    sign = tf.reduce_prod(tf.sign(a), axis=axis + 1)
     # (2) Block ends.
     ends = _link_blocks(p, sign, h, axis, reverse)
     # (3) The first step of every block but the first in scan order takes
