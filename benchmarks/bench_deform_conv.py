@@ -5,7 +5,7 @@ Prints a Markdown table: for 3x3 and 5x5 kernels, 64 -> 64 channels, at
 the forward pass and of forward + backward (gradients of every input) of
 
 - the compiled op (``implementation="compiled"``),
-- the portable twin (stock TensorFlow ops: one gather + matmul),
+- the portable twin (stock TensorFlow ops: crop_and_resize samples in float32 + matmul),
 - ``tf.nn.conv2d`` + bias of the same geometry (the dense lower bound),
 - torchvision's CPU ``torchvision.ops.deform_conv2d`` on the same values in
   NCHW (when ``torch`` and ``torchvision`` import; the row is skipped, saying

@@ -705,3 +705,108 @@ def test_portable_tiles_match_reference(tiles, monkeypatch):
     for name, got, exp in zip(("x", "offset", "mask", "kernel", "bias"), grads, want,
                               strict=True):
         np.testing.assert_allclose(got.numpy(), exp, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+# ----------------------------------------------------------------------------
+# The portable float32 sampler: crop_and_resize, or gathers under builtin_sampling
+# ----------------------------------------------------------------------------
+
+def _graph_op_types(concrete) -> set:
+    graph = concrete.graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for fn in graph.library.function:
+        ops |= {node.op for node in fn.node_def}
+    return ops
+
+
+def _float32(case):
+    return {k: v.astype(np.float32) for k, v in case.items()}
+
+
+@pytest.mark.parametrize("tiles", ["unrolled", "loop_dynamic"])
+@pytest.mark.parametrize("n,h,w,which", [
+    (2, 11, 5, "odd"), (1, 15, 16, "plain"), (1, 1, 1, "plain"), (3, 3, 2, "odd"),
+    (0, 4, 6, "plain")])
+def test_float32_sampler_matches_reference_and_gathers(tiles, n, h, w, which, monkeypatch):
+    """float32 samples with crop_and_resize (sides 2^k - 1, 2^k, 1 pixel, batch 0 and 1,
+    one-row tiles in a while loop at unknown sizes); under builtin_sampling with gathers
+    only; both equal the float64 reference within float32 round-off."""
+    from tfdeblur.ops import deform_conv
+
+    monkeypatch.setattr(deform_conv, "_TILE_BYTES", 1)  # one output row per tile
+    if tiles != "unrolled":
+        monkeypatch.setattr(deform_conv, "_MAX_UNROLLED_TILES", 1)
+    geo = (dict(strides=ODD["strides"], padding=ODD["padding"], dilation=ODD["dilation"],
+                groups=2, dgroups=3) if which == "odd" else
+           dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1))
+    ksize = ODD["ksize"] if which == "odd" else (3, 3)
+    case = random_case(np.random.default_rng(23), n=n, h=h, w=w, cin=6, cout=4, ksize=ksize,
+                       spread=3.0, **geo)
+    inputs = [tf.constant(v) for v in _float32(case).values()]
+    spec = (tf.TensorSpec([None, None, None, None], tf.float32) if tiles == "loop_dynamic"
+            else None)
+    fn = _grad_fn("portable", geo)
+
+    def traced(builtin):
+        def f(*args):
+            if builtin:
+                with deform_conv.builtin_sampling():
+                    return fn(*args)
+            return fn(*args)
+        sig = None if spec is None else [spec, spec, spec, tf.TensorSpec(case["kernel"].shape),
+                                         tf.TensorSpec([4])]
+        return tf.function(f, input_signature=sig).get_concrete_function(
+            *(inputs if sig is None else sig))
+
+    fast, gathers = traced(False), traced(True)
+    assert "CropAndResize" in _graph_op_types(fast)
+    assert "CropAndResize" not in _graph_op_types(gathers)
+    want = ref(case, **geo)
+    scale = max(1.0, np.abs(want).max()) if want.size else 1.0
+    for got in (fast(*inputs), gathers(*inputs)):
+        assert got.dtype == tf.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=2e-6 * scale)
+
+
+def test_float32_sampler_gradients_at_whole_pixels():
+    """crop_and_resize's own position gradient is 0 at whole-pixel positions (zero
+    offsets, where training starts); the portable op's is the contract's there too."""
+    rng = np.random.default_rng(24)
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    case = random_case(rng, n=1, h=6, w=7, cin=3, cout=2, ksize=(3, 3), **geo)
+    case["offset"] = np.round(case["offset"]) * (rng.uniform(size=case["offset"].shape) < 0.5)
+    case32 = _float32(case)
+    inputs = [tf.constant(v) for v in case32.values()]
+    dy = rng.normal(size=ref(case, **geo).shape).astype(np.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        loss = tf.reduce_sum(_grad_fn("portable", geo)(*inputs) * dy)
+    grads = tape.gradient(loss, inputs)
+    want = ref_deform_conv_backward(*(case32[k].astype(np.float64) for k in
+                                      ("x", "offset", "mask", "kernel")), dy.astype(np.float64),
+                                    strides=(1, 1), padding="same", dilation=(1, 1))
+    assert np.abs(want[1]).max() > 0.1
+    for name, got, exp in zip(("x", "offset", "mask", "kernel", "bias"), grads, want,
+                              strict=True):
+        np.testing.assert_allclose(got.numpy(), exp, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("where", ["x_inf", "x_nan", "mask_inf"])
+def test_float32_sampler_non_finite_inputs_take_the_gathers(where):
+    """With an infinity or NaN in x or the mask the float32 result is the gathers'
+    bit for bit (crop_and_resize's a + (b - a) t would turn inf into NaN)."""
+    from tfdeblur.ops import deform_conv
+
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    case = _float32(random_case(np.random.default_rng(25), n=1, h=5, w=6, cin=3, cout=2,
+                                ksize=(3, 3), **geo))
+    case["offset"][...] = 0.0   # whole pixels: weight-0 corners meet the infinity
+    if where == "mask_inf":
+        case["mask"][0, 2, 3, 4] = np.inf
+    else:
+        case["x"][0, 2, 3, 1] = np.inf if where == "x_inf" else np.nan
+    fast = run(case, "portable")
+    with deform_conv.builtin_sampling():
+        gathers = run(case, "portable")
+    assert not np.isfinite(fast).all()
+    np.testing.assert_array_equal(fast, gathers)

@@ -14,6 +14,7 @@ from tfdeblur import _atomic
 from tfdeblur import _validation as checks
 from tfdeblur.export import _common, destinations, verify
 from tfdeblur.export._common import INPUT_NAME, OUTPUT_NAME, ExportError
+from tfdeblur.ops.deform_conv import builtin_sampling
 
 __all__ = ["DEFAULT_OPSET", "export_onnx"]
 
@@ -136,7 +137,9 @@ def export_onnx(model: keras.Model | str | os.PathLike, path: str | os.PathLike,
 
     spec = tf.TensorSpec((None, h, w, c), tf.float32, name=INPUT_NAME)
     try:
-        proto = _convert(tf2onnx, serve.get_concrete_function(spec), opset)
+        with builtin_sampling():   # gathers: tf2onnx turns crop_and_resize into a loop
+            concrete = serve.get_concrete_function(spec)
+        proto = _convert(tf2onnx, concrete, opset)
     except Exception as e:  # noqa: BLE001 - tf2onnx raises many types
         lines = [ln for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         raise ExportError(f"{what}: tf2onnx could not convert the graph: "

@@ -22,6 +22,7 @@ from tfdeblur.export._common import (
     ExportError,
 )
 from tfdeblur.export.saved_model import _write_saved_model
+from tfdeblur.ops.deform_conv import builtin_sampling
 
 __all__ = ["QUANTIZATIONS", "calibration_images", "export_tflite"]
 
@@ -314,7 +315,8 @@ def export_tflite(model_or_saved_model, path: str | os.PathLike, *,
         saved = os.path.join(work, "saved_model")  # intermediate, not published
         if keras_model is not None:
             portable, _, want = _common._verified_portable(keras_model, (*size, channels), x)
-            _write_saved_model(portable, saved, batch_shape, image_signature=False)
+            with builtin_sampling():   # gathers, not crop_and_resize: TFLite builtins
+                _write_saved_model(portable, saved, batch_shape, image_signature=False)
             reference = portable
         else:
             try:

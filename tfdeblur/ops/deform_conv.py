@@ -14,14 +14,16 @@ contributes only if it lies inside); a NaN or infinite position is outside.
 Two implementations compute exactly this:
 the compiled op ``TfDeblur>ModulatedDeformConv2D`` (CPU and CUDA kernels, its
 gradient op registered below) and a portable one made of stock TensorFlow ops
-(tile by tile of output rows: one gather of the four bilinear corners, a
-batched matmul that weights them, one matmul with the kernel; see
-``docs/ops_implementation.md``), which is what SavedModel and TFLite exports
-contain.
+(tile by tile of output rows: one bilinear sample per pixel and tap with
+``tf.image.crop_and_resize`` in float32, or four weighted gathers, then one
+matmul with the kernel; see ``docs/ops_implementation.md``), which is what
+SavedModel, TFLite and ONNX exports contain.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -200,7 +202,7 @@ def _dim(t: tf.Tensor, axis: int):
     return size if size is not None else tf.shape(t)[axis]
 
 
-# Bytes of gathered bilinear corners per tile of the portable convolution:
+# Bytes of sampled values per tile of the portable convolution:
 # small enough that a tile's temporaries stay in the CPU's cache (and below
 # the allocator's mmap threshold, so no page faults per tile), large enough
 # that the per-tile op overhead is small. Up to this many tiles are unrolled
@@ -209,19 +211,96 @@ def _dim(t: tf.Tensor, axis: int):
 _TILE_BYTES = 32 << 20
 _MAX_UNROLLED_TILES = 32
 
+# Whether the portable convolution may sample with tf.image.crop_and_resize,
+# a stock TensorFlow op that is no TFLite builtin (and that tf2onnx turns into
+# a loop over the boxes): off while the TFLite and ONNX exporters trace.
+_crop_and_resize_allowed = contextvars.ContextVar("tfdeblur_dcn_crop_and_resize", default=True)
+
+
+@contextlib.contextmanager
+def builtin_sampling():
+    """Traces the portable deformable convolution with gathers only.
+
+    Inside this context the portable twin samples with four weighted
+    ``tf.gather`` per tap (TFLite builtins, and ONNX ``Gather``) instead of
+    ``tf.image.crop_and_resize``, which SavedModels for TF Serving use (about
+    half the time, ``docs/ops_implementation.md``). The TFLite and ONNX
+    exporters trace inside it; the outputs agree within float32 round-off.
+    """
+    token = _crop_and_resize_allowed.set(False)
+    try:
+        yield
+    finally:
+        _crop_and_resize_allowed.reset(token)
+
 
 def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
-    """The convolution in stock TensorFlow ops, tile by tile of output rows.
+    """The convolution in stock TensorFlow ops; ``docs/ops_implementation.md``.
 
-    Per tile: the sampling positions; for each of the four bilinear corners,
-    its row indices into x padded with zeros (one gather for all taps,
-    channels and batch items), times its bilinear weight with the mask folded
-    in (selected per corner, so a corner outside the image never meets a NaN
-    or infinite mask), summed into the column buffer; and the whole column
-    buffer times the kernel as one matmul (one batched matmul over weight
-    groups when ``groups > 1``). Four weighted gathers measured faster than one
-    gather of all corners and a batched ``[1, 4] x [4, C]`` matmul (0.66x the
-    time at [1, 360, 640, 32] 3x3, 0.94x at [1, 180, 320, 64] 5x5).
+    float32 outside :func:`builtin_sampling` samples with
+    ``tf.image.crop_and_resize`` (one bilinear 1x1 crop per pixel and tap),
+    with the gradient of the gather formulation (crop_and_resize's own
+    gradient for the position is 0 at whole-pixel positions, where offsets
+    start). Non-finite ``x`` or ``mask`` values take the gathers in the
+    forward pass too: crop_and_resize's interpolation ``a + (b - a) * t`` is
+    not the contract's ``(mask * weight) * x`` sum when they meet infinities.
+    Other dtypes, and TFLite/ONNX exports, sample with the gathers.
+    """
+    if x.dtype != tf.float32 or not _crop_and_resize_allowed.get():
+        return _portable_tiles(x, offset, mask, kernel, bias, geo, "gather")
+    inputs = (x, offset, mask, kernel) + (() if bias is None else (bias,))
+
+    def gathered(*args):
+        return _portable_tiles(*args[:4], args[4] if len(args) > 4 else None, geo, "gather")
+
+    @tf.custom_gradient
+    def conv(*args):
+        finite = tf.reduce_all(tf.math.is_finite(args[0])) & tf.reduce_all(
+            tf.math.is_finite(args[2]))
+        y = tf.cond(finite, lambda: _portable_tiles(
+            *args[:4], args[4] if len(args) > 4 else None, geo, "crop_and_resize"),
+            lambda: gathered(*args))
+
+        def grad(dy):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                again = gathered(*args)
+            return tape.gradient(again, args, output_gradients=dy)
+
+        return y, grad
+
+    return conv(*inputs)
+
+
+def _pow2_at_least(v):
+    """The least power of two >= ``v`` (int32 ``v`` >= 1, static or a tensor)."""
+    if isinstance(v, int):
+        return 1 << (v - 1).bit_length()
+    p = tf.constant(1)
+    for _ in range(31):   # doubling while below v, unrolled
+        p = tf.where(p < v, p * 2, p)
+    return p
+
+
+def _portable_tiles(x, offset, mask, kernel, bias, geo: _Geometry, sampler: str):
+    """The portable convolution tile by tile of output rows.
+
+    Per tile: the sampling positions, then the column buffer
+    ``[pixels, G * K * Cin / G]`` in (offset group, tap, channel) order, times
+    the kernel as one matmul (one batched matmul over weight groups when
+    ``groups > 1``). The column buffer comes from ``sampler``:
+
+    * ``"gather"``: for each of the four bilinear corners, its row indices
+      into x padded with zeros (one gather for all taps, channels and batch
+      items), times its bilinear weight with the mask folded in (selected
+      per corner, so a corner outside the image never meets a NaN or
+      infinite mask), summed. Four weighted gathers measured faster than one
+      gather of all corners and a batched ``[1, 4] x [4, C]`` matmul (0.66x
+      the time at [1, 360, 640, 32] 3x3, 0.94x at [1, 180, 320, 64] 5x5).
+    * ``"crop_and_resize"`` (float32): one 1x1 ``crop_and_resize`` box per
+      pixel and tap in x padded to ``2^a + 1`` rows and ``2^b + 1`` columns,
+      so that the normalised box corner ``q / 2^a`` maps back to exactly
+      ``q`` (``y * (height - 1)``); times the mask.
     """
     dtype = x.dtype
     pdtype = _position_dtype(dtype)
@@ -231,15 +310,6 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
     n, h, w = _dim(x, 0), _dim(x, 1), _dim(x, 2)
     ho, pad_top = geo.rows(h)
     wo, pad_left = geo.cols(w)
-    hp, wp = h + 2, w + 2
-    # x padded with one zero pixel on every side, as rows [G * N * Hp * Wp, Cin / G]:
-    # a corner outside the image is clamped onto that border and reads 0.
-    xp = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-    if dg == 1:
-        table = tf.reshape(xp, [-1, cin])
-    else:
-        table = tf.reshape(tf.transpose(tf.reshape(xp, [n, hp, wp, dg, cdg]), [3, 0, 1, 2, 4]),
-                           [-1, cdg])
     # The kernel's rows in the column buffer's (offset group, tap, channel) order.
     if geo.groups == 1:
         kmat = tf.reshape(tf.transpose(tf.reshape(kernel, [taps, dg, cdg, cout]), [1, 0, 2, 3]),
@@ -248,12 +318,38 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         cog = cout // geo.groups
         kmat = tf.reshape(tf.transpose(tf.reshape(kernel, [taps, geo.cg, geo.groups, cog]),
                                        [2, 0, 1, 3]), [geo.groups, taps * geo.cg, cog])
-    # Row index of the first pixel of every (batch item, offset group) image in the table.
-    base = (tf.range(n) * (hp * wp))[:, None, None, None]
-    if dg > 1:
-        base = base + tf.repeat(tf.range(dg) * (n * hp * wp), taps)
     hf, wf = tf.cast(h, pdtype), tf.cast(w, pdtype)
-    outside_at = tf.constant(-2.0, pdtype)
+
+    def by_offset_group(image, rows, cols):
+        """``image`` ``[N, rows, cols, Cin]`` as ``[G * N, rows, cols, Cin / G]``."""
+        if dg == 1:
+            return image
+        return tf.reshape(tf.transpose(tf.reshape(image, [n, rows, cols, dg, cdg]),
+                                       [3, 0, 1, 2, 4]), [dg * n, rows, cols, cdg])
+
+    # Image index (offset group g, batch item i -> g * N + i) of every sample.
+    image_of = tf.range(n)[:, None, None, None]
+    if dg > 1:
+        image_of = image_of + tf.repeat(tf.range(dg) * n, taps)
+
+    if sampler == "gather":
+        # x padded with one zero pixel on every side, as rows [G * N * Hp * Wp, Cin / G]:
+        # a corner outside the image is clamped onto that border and reads 0.
+        hp, wp = h + 2, w + 2
+        table = tf.reshape(by_offset_group(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), hp, wp),
+                           [-1, cdg])
+        base = image_of * (hp * wp)     # row of every image's first pixel in the table
+        outside_at = tf.constant(-2.0, pdtype)
+        shift = 0
+    else:
+        # Positions q = p + 1 in x padded with one zero row/column before and
+        # zeros after, to 2^a + 1 rows and 2^b + 1 columns; the shift is in the
+        # grid, so q = (grid + 1) + offset is rounded once, as p is.
+        qh, qw = _pow2_at_least(h + 1), _pow2_at_least(w + 1)
+        image = by_offset_group(tf.pad(x, [[0, 0], [1, qh - h], [1, qw - w], [0, 0]]),
+                                qh + 1, qw + 1)
+        to_box = (1.0 / tf.cast(qh, tf.float32), 1.0 / tf.cast(qw, tf.float32))
+        shift = 1
 
     def tile(rows_grid, cols_grid, off, m):
         """Output rows of ``off`` / ``m`` ``[N, rows, Wo, .]``; grids ``[rows | Wo, G * K]``."""
@@ -263,9 +359,21 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         # A sample at py <= -1 (or px <= -1, py >= H, px >= W) is outside by
         # the contract, and so is a NaN or infinite position (no pixel to read;
         # docs/ops_nonfinite.md): it contributes nothing whatever its mask, with
-        # zero gradients. Its position moves to -2, where every corner is on the
-        # zero border, so floor() stays in int32 and the weights stay finite.
-        inside = (py > -1) & (py < hf) & (px > -1) & (px < wf)
+        # zero gradients.
+        inside = ((py > shift - 1) & (py < hf + shift) & (px > shift - 1)
+                  & (px < wf + shift))
+        if sampler == "crop_and_resize":
+            # Outside samples move to q = -1, where crop_and_resize reads its
+            # extrapolation value 0.
+            qy = tf.where(inside, py, -1.0) * to_box[0]
+            qx = tf.where(inside, px, -1.0) * to_box[1]
+            boxes = tf.reshape(tf.stack([qy, qx, qy, qx], axis=-1), [-1, 4])
+            which = tf.reshape(tf.broadcast_to(image_of, tf.shape(qy)), [-1])
+            col = (tf.reshape(tf.image.crop_and_resize(image, boxes, which, [1, 1]), [-1, cdg])
+                   * tf.reshape(m, [-1, 1]))
+            return matmul(col, m)
+        # Outside positions move to -2, where every corner is on the zero
+        # border, so floor() stays in int32 and the weights stay finite.
         py = tf.where(inside, py, outside_at)
         px = tf.where(inside, px, outside_at)
         y0f, x0f = tf.floor(py), tf.floor(px)
@@ -283,13 +391,16 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         rows_in = ((y0 >= 0) & inside, (y0 + 1 < h) & inside)
         cols_in = (x0 >= 0, x0 + 1 < w)
         wy, wx = (1 - ly, ly), (1 - lx, lx)
-        corners = [(a, c) for a in (0, 1) for c in (0, 1)]
         col = None
-        for a, c in corners:
+        for a, c in [(a, c) for a in (0, 1) for c in (0, 1)]:
             wgt = tf.cast(wy[a] * wx[c], dtype) * tf.where(rows_in[a] & cols_in[c], m, zeros)
             term = (tf.gather(table, tf.reshape(row_index(y0 + a, x0 + c), [-1]))
                     * tf.reshape(wgt, [-1, 1]))                       # [pixels * G * K, Cdg]
             col = term if col is None else col + term
+        return matmul(col, m)
+
+    def matmul(col, m):
+        """The column buffer ``[pixels * G * K, Cdg]`` times the kernel: ``[N, rows, Wo, Cout]``."""
         if geo.groups == 1:
             out = tf.matmul(tf.reshape(col, [-1, dg * taps * cdg]), kmat)
         else:
@@ -307,7 +418,7 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         1, tile_pixels // tf.maximum(wo, 1))
     tiles = -(-ho // band) if static else (ho + band - 1) // band
     if static and tiles <= _MAX_UNROLLED_TILES:
-        rows_grid, cols_grid = _grid(geo, ho, wo, pad_top, pad_left, pdtype)
+        rows_grid, cols_grid = _grid(geo, ho, wo, pad_top - shift, pad_left - shift, pdtype)
         rows_grid, cols_grid = tf.tile(rows_grid, [1, dg]), tf.tile(cols_grid, [1, dg])
         parts = [tile(rows_grid[r:r + band], cols_grid, offset[:, r:r + band], mask[:, r:r + band])
                  for r in range(0, ho, band)]
@@ -315,7 +426,8 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
     else:
         # Rows padded to whole tiles (their outputs are cut off at the end).
         extra = tiles * band - ho
-        rows_grid, cols_grid = _grid(geo, ho + extra, wo, pad_top, pad_left, pdtype)
+        rows_grid, cols_grid = _grid(geo, ho + extra, wo, pad_top - shift, pad_left - shift,
+                                     pdtype)
         rows_grid, cols_grid = tf.tile(rows_grid, [1, dg]), tf.tile(cols_grid, [1, dg])
         pad = [[0, 0], [0, extra], [0, 0], [0, 0]]
         offset, mask = tf.pad(offset, pad), tf.pad(mask, pad)
