@@ -150,6 +150,14 @@ def _torchvision_fns(torch, deform_conv2d, a: dict, k: int):
     return forward, forward_backward
 
 
+def _ms(t: float) -> str:
+    return "-" if np.isnan(t) else f"{t:.1f}"   # "-": left out (--skip-...)
+
+
+def _ratio(t: float, base: float) -> str:
+    return "-" if np.isnan(t) else f"{t / base:.2f}x"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=10)
@@ -208,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                 t_port = (float("nan") if args.skip_portable
                           else _median_ms(port, max(1, args.reps // 2), 1))
                 t_tv = float("nan") if tv is None else _median_ms(tv, args.reps, args.warmup)
-                print(f"| {list(shape)} | {k}x{k} | {label} | {t_comp:.1f} | {t_port:.1f} | "
-                      f"{t_dense:.1f} | {t_tv:.1f} | {t_comp / t_dense:.2f}x | "
-                      f"{t_port / t_comp:.2f}x | {t_tv / t_comp:.2f}x |", flush=True)
+                print(f"| {list(shape)} | {k}x{k} | {label} | {t_comp:.1f} | {_ms(t_port)} | "
+                      f"{t_dense:.1f} | {_ms(t_tv)} | {t_comp / t_dense:.2f}x | "
+                      f"{_ratio(t_port, t_comp)} | {_ratio(t_tv, t_comp)} |", flush=True)
     if agreement:
         print(f"\ntorchvision's forward output equals the compiled op's on every row to "
               f"{max(agreement):.1e} of its largest value (same inputs, NCHW vs NHWC)")
