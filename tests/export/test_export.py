@@ -361,6 +361,15 @@ def test_tflite_dynamic_quantization_and_from_saved_model(saved_models, tmp_path
     _close(runner(blurry=x)["sharp"], np.asarray(_build("svrnn")(x)))
 
 
+def test_tflite_from_any_size_svdn_saved_model_names_the_way(saved_models, tmp_path):
+    """SVDN's any-size SavedModel keeps lists of unknown element shape (and a
+    crop_and_resize) that TFLite cannot lower: the error says to convert the Keras model,
+    which works at the same size, and nothing is written."""
+    with pytest.raises(ExportError, match=r"(?s)TensorListReserve.*Convert the Keras model"):
+        export_tflite(saved_models["svdn"], tmp_path / "svdn.tflite", input_size=(16, 24))
+    assert not os.listdir(tmp_path)
+
+
 def test_portable_model():
     lmfn = tfdeblur.models.build("lmfn", **TINY["lmfn"])
     assert portable_model(lmfn) is lmfn  # nothing to replace

@@ -326,7 +326,18 @@ def export_tflite(model_or_saved_model, path: str | os.PathLike, *,
                                  f"this size: {e.message.strip()}") from e
             _write_static_saved_model(source_model, saved, batch_shape)
             reference = source_model
-        flat = _convert(saved, quantize, select_tf_ops, crops, int8_io)
+        try:
+            flat = _convert(saved, quantize, select_tf_ops, crops, int8_io)
+        except ExportError as e:
+            if keras_model is not None:
+                raise
+            # A SavedModel for any image size keeps its while loops' lists of
+            # unknown element shape (SVDN's deformable convolution, in both of its
+            # samplers), and a crop_and_resize: from the Keras model the network
+            # is traced again at the fixed size with TFLite builtins.
+            raise ExportError(f"{e}\nConvert the Keras model (.keras file) instead of the "
+                              f"SavedModel: the exporter then traces it at {size[0]}x{size[1]} "
+                              f"with TFLite builtins only.") from e
         new = os.path.join(work, "model.tflite")
         with open(new, "wb") as f:
             f.write(flat)
