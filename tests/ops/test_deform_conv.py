@@ -810,3 +810,14 @@ def test_float32_sampler_non_finite_inputs_take_the_gathers(where):
         gathers = run(case, "portable")
     assert not np.isfinite(fast).all()
     np.testing.assert_array_equal(fast, gathers)
+
+
+def test_float32_portable_compiles_with_xla():
+    """XLA has no CropAndResize kernel: under jit_compile the portable op samples with
+    the gathers (Keras's jit_compile="auto" picks XLA for portable layers on GPUs)."""
+    geo = dict(strides=(1, 1), padding="same", dilation=(1, 1), groups=1, dgroups=1)
+    case = _float32(random_case(np.random.default_rng(26), n=1, h=5, w=6, cin=3, cout=2,
+                                ksize=(3, 3), **geo))
+    inputs = [tf.constant(v) for v in case.values()]
+    xla = tf.function(_grad_fn("portable", geo), jit_compile=True)
+    np.testing.assert_allclose(xla(*inputs).numpy(), ref(case, **geo), rtol=0, atol=1e-5)

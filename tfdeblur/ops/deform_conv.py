@@ -244,9 +244,10 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
     start). Non-finite ``x`` or ``mask`` values take the gathers in the
     forward pass too: crop_and_resize's interpolation ``a + (b - a) * t`` is
     not the contract's ``(mask * weight) * x`` sum when they meet infinities.
-    Other dtypes, and TFLite/ONNX exports, sample with the gathers.
+    Other dtypes, TFLite/ONNX exports and XLA (no CropAndResize kernel)
+    sample with the gathers.
     """
-    if x.dtype != tf.float32 or not _crop_and_resize_allowed.get():
+    if x.dtype != tf.float32 or not _crop_and_resize_allowed.get() or _in_xla_context():
         return _portable_tiles(x, offset, mask, kernel, bias, geo, "gather")
     inputs = (x, offset, mask, kernel) + (() if bias is None else (bias,))
 
@@ -270,6 +271,16 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         return y, grad
 
     return conv(*inputs)
+
+
+def _in_xla_context() -> bool:
+    """Whether the op is being traced for XLA (``tf.function(jit_compile=True)``,
+    Keras's ``jit_compile``): XLA has no CropAndResize kernel."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # a TensorFlow without it: sample with the gathers
+        return True
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _pow2_at_least(v):
