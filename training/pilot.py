@@ -15,7 +15,8 @@ a Markdown table and a plot of validation PSNR against CPU-minutes.
 
 The candidates (``CANDIDATES`` below) vary network, width, loss and the
 identity start over the bundled recipe ``training/configs/lmfn_bundled.json``
-(same data, validation, batch, patch size and learning rate).
+(same data, validation, batch and patch size; learning rate 5e-4 unless a
+candidate says otherwise; constant learning rate in every pilot).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
                             {"model": {"name": "lmfn", "width": 32, "num_blocks": 4,
                                        "identity_init": True},
                              "data.train.patch_size": 96}),
+    "lmfn32_charb_id_lr1e-3": ("LMFN width 32, Charbonnier, identity start, learning rate 1e-3",
+                               {"model": {"name": "lmfn", "width": 32, "num_blocks": 4,
+                                          "identity_init": True},
+                                "optimizer.learning_rate": 1e-3}),
+    "lmfn32_charb_id_lr2.5e-4": ("LMFN width 32, Charbonnier, identity start, learning rate "
+                                 "2.5e-4",
+                                 {"model": {"name": "lmfn", "width": 32, "num_blocks": 4,
+                                            "identity_init": True},
+                                  "optimizer.learning_rate": 2.5e-4}),
     "svrnn8_charb": ("SVRNN width 8 (2 RNN stages), Charbonnier (no global residual: "
                      "no identity start)",
                      {"model": {"name": "svrnn", "width": 8, "weight_width": 8,
