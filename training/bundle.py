@@ -1,7 +1,9 @@
 """Turns a training run into a bundled model: ``tfdeblur/pretrained/NAME.keras`` + model card.
 
 Takes the run's ``best.keras`` (the step with the best ``train.monitor``,
-``val_gopro_psnr`` for the bundled recipes) or ``final.keras``, measures it
+``val_gopro_psnr`` for the bundled recipes), ``final.keras`` or
+``averaged.keras`` (the mean weights of a span of checkpoints,
+``training/average.py``), measures it
 again on the run's validation sets exactly as training validated (whole
 images, PSNR/SSIM of the output clipped to [0, 1]), and writes the model and
 its card (format: ``tfdeblur/pretrained/README.md``) atomically. Steps come
@@ -55,7 +57,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir")
     ap.add_argument("--name", required=True, help="bundled model name")
-    ap.add_argument("--which", choices=["best", "final"], default="best")
+    ap.add_argument("--which", choices=["best", "final", "averaged"], default="best",
+                    help="best.keras, final.keras or averaged.keras (training/average.py)")
     ap.add_argument("--description", default=None)
     ap.add_argument("--default", action="store_true", help="make it the default model")
     ap.add_argument("--out", default=PRETRAINED)
@@ -75,9 +78,19 @@ def main(argv=None) -> int:
         raw = json.load(f)
     cfg = config_lib.resolve_config(raw, REPO)
     step = None
+    averaged = None
+    selection = (f"the step with the best {cfg['train']['monitor']} (so gopro_patches figures "
+                 "are those of the selected step: mildly optimistic)")
     if args.which == "best":
         with open(os.path.join(run_dir, "best.json")) as f:
             step = json.load(f)["step"]
+    elif args.which == "averaged":
+        with open(os.path.join(run_dir, "averaged.json")) as f:
+            averaged = json.load(f)
+        step = averaged["to_step"]
+        selection = (f"the mean of the weights of {averaged['checkpoints']} checkpoints, steps "
+                     f"{averaged['from_step']}-{averaged['to_step']} every {averaged['every']} "
+                     "(weight averaging, training/average.py); no step selected on validation")
     else:
         step = cfg["train"]["steps"]
     model = load_model(model_path)
@@ -117,9 +130,7 @@ def main(argv=None) -> int:
                     "(docs/training_data.md)" if train_data.get("type") == "synthetic"
                     else f"pairs from {train_data.get('root')}",
             "synthesis": train_data.get("blur", {}),
-            "selection": f"the step with the best {cfg['train']['monitor']} "
-                         "(so gopro_patches figures are those of the selected step: "
-                         "mildly optimistic)",
+            "selection": selection,
         },
         "validation": val,
         "licence": LICENCES,

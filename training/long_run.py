@@ -10,7 +10,11 @@ Runs ``tfdeblur train`` on a run folder inside the repository
 - every ``--commit-minutes`` commits the run's newest checkpoint (weights and
   optimizer state), ``log.csv``, ``config.json``, ``best.keras``/``best.json``
   and ``cpu_time.json`` to git (only those paths; older checkpoints are
-  removed from the index), so that the run resumes from the repository alone.
+  removed from the index), so that the run resumes from the repository alone;
+- with ``--average-from STEP`` (or once ``RUN/average.npz`` exists) folds every
+  checkpoint the run writes from that step on into the weight average
+  ``RUN/average.npz`` (``training/average.py`` turns it into a model), which is
+  committed with the checkpoint.
 
 SIGTERM / Ctrl-C stop the training the trainer's way (it saves the step
 reached), then the final accounting and commit are made.
@@ -35,7 +39,7 @@ from pilot import cpu_while_running  # training/pilot.py: the same CPU accountin
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEPT = ("log.csv", "config.json", "best.keras", "best.json", "cpu_time.json",
-        "validation_baseline.json")
+        "validation_baseline.json", "average.npz")
 
 
 def newest_step(run_dir: str) -> int:
@@ -100,6 +104,23 @@ def commit(run_dir: str, message: str) -> None:
             return
 
 
+def fold(average: str, run_dir: str, args) -> None:
+    """Folds the run's new checkpoints into its weight average (a failure is reported,
+    not fatal: the training goes on)."""
+    sys.path.insert(0, REPO)
+    from tfdeblur.training.averaging import fold_checkpoints
+
+    try:
+        added = fold_checkpoints(average, [os.path.join(run_dir, "checkpoints")],
+                                 from_step=args.average_from, every=args.average_every)
+    except Exception as e:  # noqa: BLE001 - e.g. a checkpoint being replaced right now
+        print(f"[long_run] weight average not updated: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        return
+    if added:
+        print(f"[long_run] weight average: added step(s) {added}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--name", required=True, help="run name: training/runs/NAME")
@@ -108,6 +129,10 @@ def main(argv=None) -> int:
     ap.add_argument("--commit-minutes", type=float, default=45.0)
     ap.add_argument("--no-commit", action="store_true")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--average-from", type=int, default=None,
+                    help="fold the checkpoints from this step on into RUN/average.npz")
+    ap.add_argument("--average-every", type=int, default=None,
+                    help="with --average-from: step spacing of the averaged checkpoints")
     args = ap.parse_args(argv)
     run_dir = os.path.join(REPO, "training", "runs", args.name)
     os.makedirs(run_dir, exist_ok=True)
@@ -131,14 +156,22 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, forward)
     last_commit = time.time()
     cpu = 0.0
+    average = os.path.join(run_dir, "average.npz")
+    averaging = args.average_from is not None or os.path.exists(average)
+    folded_up_to = -1
     for cpu in cpu_while_running(proc, 5):
         entry.update(end=_now(), to_step=newest_step(run_dir), cpu_seconds=round(cpu, 1))
         record(run_dir, entry)
+        if averaging and entry["to_step"] != folded_up_to:
+            fold(average, run_dir, args)
+            folded_up_to = entry["to_step"]
         if not args.no_commit and time.time() - last_commit > args.commit_minutes * 60:
             commit(run_dir, f"training run {args.name}: checkpoint at step "
                             f"{entry['to_step']} ({cpu / 3600:.2f} CPU-hours this stretch)")
             last_commit = time.time()
     rc = proc.wait()
+    if averaging:
+        fold(average, run_dir, args)
     entry.update(end=_now(), to_step=newest_step(run_dir), cpu_seconds=round(cpu, 1))
     data = record(run_dir, entry)
     if not args.no_commit:
