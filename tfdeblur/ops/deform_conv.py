@@ -251,21 +251,20 @@ def _portable(x, offset, mask, kernel, bias, geo: _Geometry):
         return _portable_tiles(x, offset, mask, kernel, bias, geo, "gather")
     inputs = (x, offset, mask, kernel) + (() if bias is None else (bias,))
 
-    def gathered(*args):
-        return _portable_tiles(*args[:4], args[4] if len(args) > 4 else None, geo, "gather")
+    def tiles(sampling, *args):
+        return _portable_tiles(*args[:4], args[4] if len(args) > 4 else None, geo, sampling)
 
     @tf.custom_gradient
     def conv(*args):
         finite = tf.reduce_all(tf.math.is_finite(args[0])) & tf.reduce_all(
             tf.math.is_finite(args[2]))
-        y = tf.cond(finite, lambda: _portable_tiles(
-            *args[:4], args[4] if len(args) > 4 else None, geo, "crop_and_resize"),
-            lambda: gathered(*args))
+        y = tf.cond(finite, lambda: tiles("crop_and_resize", *args),
+                    lambda: tiles("gather", *args))
 
         def grad(dy):
             with tf.GradientTape() as tape:
                 tape.watch(args)
-                again = gathered(*args)
+                again = tiles("gather", *args)
             return tape.gradient(again, args, output_gradients=dy)
 
         return y, grad
