@@ -355,10 +355,12 @@ def load_model(name_or_path: str):
     return model, arch
 
 
-def run_model(model, images: np.ndarray, tile: int | None) -> np.ndarray:
+def run_model(model, images: np.ndarray, tile: int | None,
+              self_ensemble: bool = False) -> np.ndarray:
     from tfdeblur.inference import deblur_image
 
-    return np.stack([deblur_image(model, img, tile=tile) for img in images])
+    return np.stack([deblur_image(model, img, tile=tile, self_ensemble=self_ensemble)
+                     for img in images])
 
 
 # --------------------------------------------------------------------------- table
@@ -438,6 +440,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="TensorFlow intra-op threads (0: TensorFlow's default)")
     parser.add_argument("--quick", action="store_true",
                         help="few images and one timed run: a smoke test, not a result")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="also a row per model for the mean over the 8 orientations "
+                             "(deblur_image(self_ensemble=True): 8x the time)")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args(argv)
     for name, minimum in (("crop", 16), ("repeats", 1), ("tuning_images", 1)):
@@ -522,17 +527,20 @@ def measure(args: argparse.Namespace) -> dict:
                         seconds=seconds))
 
     for name in names:
-        log(name)
         model, arch = load_model(name)
         label = os.path.basename(name) if name.endswith(".keras") else name
-        rows.append(row(
-            label + (f" ({arch})" if arch and arch not in label else ""), "model",
-            {k: run_model(model, synth[k].blurry, None) for k, _, _ in sets},
-            run_model(model, gopro_blurry, None),
-            seconds=median_seconds(lambda m=model: run_model(m, frame[None], args.tile),
-                                   repeats),
-            parameters=int(model.count_params()), paper=PAPERS.get(arch), model=name,
-            architecture=arch))
+        label += f" ({arch})" if arch and arch not in label else ""
+        for ensemble in (False, True) if args.self_ensemble else (False,):
+            log(name + (", self-ensemble" if ensemble else ""))
+            rows.append(row(
+                label + (", 8-orientation self-ensemble" if ensemble else ""), "model",
+                {k: run_model(model, synth[k].blurry, None, ensemble) for k, _, _ in sets},
+                run_model(model, gopro_blurry, None, ensemble),
+                seconds=median_seconds(
+                    lambda m=model, e=ensemble: run_model(m, frame[None], args.tile, e), repeats),
+                parameters=int(model.count_params()),
+                paper=None if ensemble else PAPERS.get(arch), model=name, architecture=arch,
+                self_ensemble=ensemble))
 
     main_set = synth["kodak24_synthetic"]
     n, fg = len(main_set.blurry), main_set.foreground
@@ -571,6 +579,10 @@ def measure(args: argparse.Namespace) -> dict:
         "with the measured columns. Sources: "
         + "; ".join(f"{k}: {v['source']}" for k, v in PAPERS.items()) + ".",
     ]
+    if args.self_ensemble:
+        notes.append("Self-ensemble rows: deblur_image(self_ensemble=True), the mean of the "
+                     "outputs for the image rotated by 0, 90, 180 and 270 degrees, each also "
+                     "mirrored, every output turned back first: 8 network passes.")
     if args.quick:
         notes.append("--quick: a handful of images and one timed run, a smoke test only.")
     settings = {"data": args.data, "recipe": args.recipe, "seed": seed, "crop": args.crop,

@@ -121,7 +121,7 @@ def resolve_model(model: str | os.PathLike | keras.Model | None = None, *,
 
 def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, *,
            tile: int | None = None, overlap: int | None = None, batch_size: int = 4,
-           directory: str | os.PathLike | None = None) -> np.ndarray:
+           self_ensemble: bool = False, directory: str | os.PathLike | None = None) -> np.ndarray:
     """Deblurs one photo.
 
     Args:
@@ -133,6 +133,8 @@ def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, 
         tile, overlap, batch_size: tiled processing for large images, as
             :func:`tfdeblur.inference.deblur_image` (``overlap=None``: the model's
             default; LMFN and SVRNN are not local and need large tiles).
+        self_ensemble: the mean over the image's 8 orientations (8x the time; see
+            :func:`tfdeblur.inference.deblur_image`).
         directory: the bundled-model folder (default: ``$TFDEBLUR_PRETRAINED_DIR``, else the
             package's).
 
@@ -158,4 +160,5 @@ def deblur(image_or_path, model: str | os.PathLike | keras.Model | None = None, 
     net, _ = resolve_model(model, directory=directory)
     if isinstance(image_or_path, (str, bytes, os.PathLike)):
         image_or_path = read_image(image_or_path)
-    return deblur_image(net, image_or_path, tile=tile, overlap=overlap, batch_size=batch_size)
+    return deblur_image(net, image_or_path, tile=tile, overlap=overlap, batch_size=batch_size,
+                        self_ensemble=self_ensemble)

@@ -190,7 +190,8 @@ def _deblur(args) -> int:
         with _small_tile_note("deblur", model, args.tile):
             written = deblur_files(model, args.inputs, args.output, tile=args.tile,
                                    overlap=args.overlap, batch_size=args.batch_size,
-                                   suffix=args.suffix, progress=not args.quiet,
+                                   self_ensemble=args.self_ensemble, suffix=args.suffix,
+                                   progress=not args.quiet,
                                    overwrite_inputs=args.overwrite_inputs)
     except DeblurFilesError as e:
         for _, message in e.failed:
@@ -363,7 +364,8 @@ def _evaluate(args) -> int:
     with _small_tile_note("evaluate", _evaluate_model(args), args.tile):
         result = evaluate(args.model, args.data, layout=args.layout, split=args.split,
                           tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                          limit=args.limit, csv=args.csv, progress=not args.quiet)
+                          self_ensemble=args.self_ensemble, limit=args.limit, csv=args.csv,
+                          progress=not args.quiet)
     print(f"model: {result.model}")
     print(result.summary())
     if args.csv:
@@ -490,6 +492,9 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
                    help="tile overlap in pixels, less than half the tile (default: the "
                         "model's: " + _overlap_help() + "; reduced to fit a smaller tile)")
     d.add_argument("--batch-size", type=_int_at_least(1), default=4, help="tiles per model call")
+    d.add_argument("--self-ensemble", action="store_true",
+                   help="deblur each image in its 8 orientations (rotated, mirrored) and average: "
+                        "8x the time for a slightly better result")
     d.add_argument("--suffix", default="", help="added to output file names")
     d.add_argument("--overwrite-inputs", action="store_true",
                    help="allow outputs to replace input files (refused otherwise)")
@@ -570,6 +575,8 @@ def build_parser(verbose: bool = False) -> argparse.ArgumentParser:
     ev.add_argument("--overlap", type=_int_at_least(0), default=None,
                     help="tile overlap in pixels (default: the model's)")
     ev.add_argument("--batch-size", type=_int_at_least(1), default=4, help="tiles per call")
+    ev.add_argument("--self-ensemble", action="store_true",
+                    help="score the mean over each image's 8 orientations (8x the time)")
     ev.add_argument("--layout", choices=["auto", "gopro", "folders", "list", "tfrecord"],
                     default="auto")
     ev.add_argument("--split", choices=["train", "test"], default=None,

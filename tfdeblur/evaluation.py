@@ -92,7 +92,8 @@ def _write_csv(path: str, rows: list[dict]) -> None:
 def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike, *,
              layout: str = "auto", split: str | None = None, blur_dir: str = "blur",
              tile: int | None = None, overlap: int | None = None, batch_size: int = 4,
-             limit: int | None = None, crop_border: int = 0, y_channel: bool = False,
+             self_ensemble: bool = False, limit: int | None = None, crop_border: int = 0,
+             y_channel: bool = False,
              csv: str | os.PathLike | None = None, progress: bool = True) -> EvaluationResult:
     """Mean PSNR / SSIM of ``model`` on the pairs of ``data``, and of the blurry inputs.
 
@@ -104,6 +105,8 @@ def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike, *,
         layout, split, blur_dir: as for ``paired_dataset``.
         tile, overlap, batch_size: deblur as overlapping tiles (see
             :func:`~tfdeblur.inference.deblur_image`); None: whole images.
+        self_ensemble: score the mean over each image's 8 orientations (8x the
+            time; see :func:`~tfdeblur.inference.deblur_image`).
         limit: score the first ``limit`` pairs only.
         crop_border, y_channel: metric conventions (see :mod:`tfdeblur.metrics`).
         csv: also write one row per image (columns :data:`CSV_COLUMNS`),
@@ -131,6 +134,7 @@ def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike, *,
     from tfdeblur.inference import deblur_image
 
     limit = checks.check_int(limit, "limit", allow_none=True)
+    self_ensemble = checks.check_bool(self_ensemble, "self_ensemble")
     data = _fspath(data)
     names = pair_names(data, layout=layout, split=split, blur_dir=blur_dir)
     ds = paired_dataset(data, layout=layout, split=split, blur_dir=blur_dir, progress=False)
@@ -142,7 +146,8 @@ def evaluate(model: str | os.PathLike | keras.Model, data: str | os.PathLike, *,
     rows: list[dict] = []
     with ProgressBar(len(names), "evaluate", enabled=progress) as bar:
         for name, (blurry, sharp) in zip(names, ds.as_numpy_iterator(), strict=True):
-            out = deblur_image(net, blurry, tile=tile, overlap=overlap, batch_size=batch_size)
+            out = deblur_image(net, blurry, tile=tile, overlap=overlap, batch_size=batch_size,
+                               self_ensemble=self_ensemble)
             s, b, o = (x.astype(np.float64) for x in (sharp, blurry, out))
             rows.append({"image": name,
                          "psnr": float(metrics.psnr(s, o, **options)),

@@ -67,7 +67,7 @@ def test_quick_run_prints_every_row(shared_data, tmp_path, capsys):
     out_json = tmp_path / "quality.json"
     bench = _bench()
     assert bench.main(["--quick", "--tuning-images", "1", "--crop", "96", "--data", shared_data,
-                       "--models", model_path, "--json", str(out_json)]) == 0
+                       "--models", model_path, "--self-ensemble", "--json", str(out_json)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     methods = [line.split("|")[1].strip() for line in lines[1:]]
     assert methods[0] == "blurry input"
@@ -75,10 +75,14 @@ def test_quick_run_prints_every_row(shared_data, tmp_path, capsys):
     assert methods[2] == "Wiener, true kernel, oracle NSR per image"
     assert methods[3].startswith("Richardson-Lucy, true kernel")
     assert methods[4] == "tiny_lmfn.keras"
-    assert len(methods) == 5
+    assert methods[5] == "tiny_lmfn.keras, 8-orientation self-ensemble"
+    assert len(methods) == 6
 
     rows = json.loads(out_json.read_text())["rows"]
-    blurry, wiener, _, _, net = rows
+    blurry, wiener, _, _, net, ensemble = rows
+    assert (net["self_ensemble"], ensemble["self_ensemble"]) == (False, True)
+    assert ensemble["gopro_patches"]["psnr"] != net["gopro_patches"]["psnr"]
+    assert ensemble["paper_gopro"] is None
     assert blurry["gopro_patches"]["images"] == 4 and wiener["gopro_patches"] is None
     for row in rows:
         kodak = row["kodak24_synthetic"]
