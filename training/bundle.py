@@ -5,7 +5,8 @@ Takes the run's ``best.keras`` (the step with the best ``train.monitor``,
 ``averaged.keras`` (the mean weights of a span of checkpoints,
 ``training/average.py``), measures it
 again on the run's validation sets exactly as training validated (whole
-images, PSNR/SSIM of the output clipped to [0, 1]), and writes the model and
+images, PSNR/SSIM of the output clipped to [0, 1]; and with the 8-orientation
+self-ensemble of ``deblur_image(self_ensemble=True)``), and writes the model and
 its card (format: ``tfdeblur/pretrained/README.md``) atomically. Steps come
 from ``best.json``, CPU-hours from ``cpu_time.json`` (written by
 ``training/long_run.py``; the hours up to the bundled step, pro rata for the
@@ -51,6 +52,23 @@ def cpu_hours_until(run_dir: str, step: int) -> float | None:
         elif lo < step:
             total += e["cpu_seconds"] * (step - lo) / max(hi - lo, 1)
     return round(total / 3600, 2)
+
+
+def _self_ensemble_scores(model, dataset) -> dict[str, float]:
+    """Mean PSNR / SSIM of ``deblur_image(model, image, self_ensemble=True)`` over a dataset."""
+    import numpy as np
+
+    from tfdeblur.inference import deblur_image
+    from tfdeblur.metrics import psnr, ssim
+
+    values: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    for batch in dataset:
+        for blurry, sharp in zip(np.asarray(batch[0], np.float32),
+                                 np.asarray(batch[1], np.float32), strict=True):
+            out = deblur_image(model, blurry, self_ensemble=True)
+            values["psnr"].append(float(psnr(sharp, out)))
+            values["ssim"].append(float(ssim(sharp, out)))
+    return {k: float(np.mean(v)) for k, v in values.items()}
 
 
 def main(argv=None) -> int:
@@ -101,13 +119,16 @@ def main(argv=None) -> int:
     card_keys = {"gopro": "gopro_patches", "kodak24": "kodak24_synthetic"}
     for name, ds in sets.items():
         r = evaluate_images(model, ds)
+        e = _self_ensemble_scores(model, ds)
         b = baseline[name]
         val[card_keys.get(name, name)] = {
             "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4),
             "blurry_psnr": round(b["psnr"], 3), "blurry_ssim": round(b["ssim"], 4),
+            "self_ensemble_psnr": round(e["psnr"], 3), "self_ensemble_ssim": round(e["ssim"], 4),
             "images": r["images"]}
-        print(f"{name}: PSNR {r['psnr']:.3f} dB (blurry {b['psnr']:.3f}), SSIM {r['ssim']:.4f} "
-              f"(blurry {b['ssim']:.4f}), {r['images']} images")
+        print(f"{name}: PSNR {r['psnr']:.3f} dB (blurry {b['psnr']:.3f}, self-ensemble "
+              f"{e['psnr']:.3f}), SSIM {r['ssim']:.4f} (blurry {b['ssim']:.4f}, self-ensemble "
+              f"{e['ssim']:.4f}), {r['images']} images")
     model_cfg = dict(raw["model"])
     arch = model_cfg.pop("name")
     train_data = raw["data"]["train"]
