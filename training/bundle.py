@@ -54,23 +54,6 @@ def cpu_hours_until(run_dir: str, step: int) -> float | None:
     return round(total / 3600, 2)
 
 
-def _self_ensemble_scores(model, dataset) -> dict[str, float]:
-    """Mean PSNR / SSIM of ``deblur_image(model, image, self_ensemble=True)`` over a dataset."""
-    import numpy as np
-
-    from tfdeblur.inference import deblur_image
-    from tfdeblur.metrics import psnr, ssim
-
-    values: dict[str, list[float]] = {"psnr": [], "ssim": []}
-    for batch in dataset:
-        for blurry, sharp in zip(np.asarray(batch[0], np.float32),
-                                 np.asarray(batch[1], np.float32), strict=True):
-            out = deblur_image(model, blurry, self_ensemble=True)
-            values["psnr"].append(float(psnr(sharp, out)))
-            values["ssim"].append(float(ssim(sharp, out)))
-    return {k: float(np.mean(v)) for k, v in values.items()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir")
@@ -119,7 +102,7 @@ def main(argv=None) -> int:
     card_keys = {"gopro": "gopro_patches", "kodak24": "kodak24_synthetic"}
     for name, ds in sets.items():
         r = evaluate_images(model, ds)
-        e = _self_ensemble_scores(model, ds)
+        e = evaluate_images(model, ds, self_ensemble=True)
         b = baseline[name]
         val[card_keys.get(name, name)] = {
             "psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4),

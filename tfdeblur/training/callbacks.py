@@ -109,13 +109,16 @@ def _image(y, model: keras.Model) -> np.ndarray:
     return np.clip(np.asarray(y, np.float32), 0.0, 1.0)
 
 
-def evaluate_images(model: keras.Model | None, dataset) -> dict[str, float]:
+def evaluate_images(model: keras.Model | None, dataset, *,
+                    self_ensemble: bool = False) -> dict[str, float]:
     """Mean PSNR / SSIM (data range 1, RGB, no crop) of ``model``'s output over a dataset.
 
     Args:
         model: the image-to-image network (one output), or None to measure
             the blurry input itself.
         dataset: batches ``(blurry, sharp)`` (extra elements ignored).
+        self_ensemble: score ``deblur_image(model, image, self_ensemble=True)``
+            of each image (the mean over its 8 orientations) instead.
 
     Returns:
         ``{"psnr": dB, "ssim": value, "images": count}`` (NaN means for an
@@ -125,8 +128,15 @@ def evaluate_images(model: keras.Model | None, dataset) -> dict[str, float]:
     predict = None if model is None else _predictor(model)
     for batch in dataset:
         blurry, sharp = batch[0], batch[1]
-        out = (np.clip(np.asarray(blurry, np.float32), 0.0, 1.0) if model is None
-               else _image(predict(tf.convert_to_tensor(blurry, tf.float32)), model))
+        if model is None:
+            out = np.clip(np.asarray(blurry, np.float32), 0.0, 1.0)
+        elif self_ensemble:
+            from tfdeblur.inference import deblur_image
+
+            out = np.stack([deblur_image(model, x, self_ensemble=True)
+                            for x in np.asarray(blurry, np.float32)])
+        else:
+            out = _image(predict(tf.convert_to_tensor(blurry, tf.float32)), model)
         sharp = np.asarray(sharp, np.float32)
         values["psnr"].append(np.asarray(psnr(sharp, out)).reshape(-1))
         values["ssim"].append(np.asarray(ssim(sharp, out)).reshape(-1))
