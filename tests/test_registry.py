@@ -45,7 +45,7 @@ def test_every_kind_is_registered():
     assert registry.LOSSES.names() == ["charbonnier", "pixel", "svdn"]
     assert registry.METRICS.names() == ["psnr", "ssim"]
     assert registry.DATASETS.names() == ["paired", "synthetic"]
-    assert registry.SCHEDULES.names() == ["constant", "polynomial", "step"]
+    assert registry.SCHEDULES.names() == ["constant", "multistep", "polynomial", "step"]
     assert registry.OPTIMIZERS.names() == ["adam"]
     from tfdeblur import data, losses, metrics, models
     from tfdeblur.training import optimizers
@@ -54,6 +54,7 @@ def test_every_kind_is_registered():
     assert registry.METRICS.get("ssim") is metrics.SSIM
     assert registry.DATASETS.get("paired") is data.paired_dataset
     assert registry.SCHEDULES.get("step") is optimizers.step_schedule
+    assert registry.SCHEDULES.get("multistep") is optimizers.multistep_schedule
     assert registry.MODELS.get("lmfn") is models.lmfn.lmfn
     assert registry.registry("loss") is registry.LOSSES
     with pytest.raises(RegistryError, match="known: "):

@@ -150,6 +150,8 @@ SCHEDULES.register("polynomial", "tfdeblur.training.optimizers:polynomial_schedu
                    defaults={"end_learning_rate": 1e-6, "power": 0.9, "decay_steps": None})
 SCHEDULES.register("step", "tfdeblur.training.optimizers:step_schedule",
                    defaults={"every": None, "factor": 0.1})
+SCHEDULES.register("multistep", "tfdeblur.training.optimizers:multistep_schedule",
+                   defaults={"milestones": None, "factor": 0.1})
 #: Optimizer builders ``fn(optimizer_section, learning_rate)``; ``defaults`` are the keys.
 OPTIMIZERS = Registry("optimizer")
 OPTIMIZERS.register("adam", "tfdeblur.training.optimizers:adam",

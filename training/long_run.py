@@ -21,6 +21,8 @@ reached), then the final accounting and commit are made.
 
     python training/long_run.py --config lmfn_bundled --name lmfn_bundled --commit-minutes 45
     python training/long_run.py --name lmfn_bundled          # resume (config from the run)
+    python training/long_run.py --name lmfn_bundled --steps 60000 \
+        --override 'optimizer.schedule={"name": "multistep", "milestones": [20000, 40000, 50000], "factor": 0.5}'
 """
 
 from __future__ import annotations
@@ -126,6 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("--name", required=True, help="run name: training/runs/NAME")
     ap.add_argument("--config", default=None, help="config for a new run (omit to resume)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to tfdeblur train (e.g. a new schedule for the steps to come)")
     ap.add_argument("--commit-minutes", type=float, default=45.0)
     ap.add_argument("--no-commit", action="store_true")
     ap.add_argument("--python", default=sys.executable)
@@ -141,6 +145,8 @@ def main(argv=None) -> int:
         cmd += ["--config", args.config]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
+    for o in args.override:
+        cmd += ["--override", o]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     entry = {"id": _now(), "start": _now(), "end": None, "from_step": newest_step(run_dir),
              "to_step": None, "cpu_seconds": 0.0, "host_cores": os.cpu_count()}

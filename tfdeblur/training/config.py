@@ -39,7 +39,12 @@ naming the dotted key (``optimizer.learning_rate``, ``data.train.root``).
   papers' frameworks; :class:`~tfdeblur.training.AdamL2`), ``"decoupled"``
   shrinks the weights directly (AdamW). ``schedule``: ``constant``,
   ``polynomial`` (``end_learning_rate``, ``power``, ``decay_steps``, default
-  ``train.steps``) or ``step`` (multiply by ``factor`` every ``every`` steps).
+  ``train.steps``), ``step`` (multiply by ``factor`` every ``every`` steps) or
+  ``multistep`` (multiply by ``factor`` at each step of ``milestones``). A
+  resumed run may change ``optimizer.learning_rate`` and ``optimizer.schedule``
+  when the new ones give the same learning rate at every step already
+  trained (e.g. ``step`` every 20k → ``multistep`` ``[20000, 40000, 50000]``
+  before step 50k): only the rest of the run changes.
 - ``data.train`` / ``data.validation.<name>``: ``type`` ``"synthetic"``
   (:func:`~tfdeblur.data.synthetic_dataset`, blur settings in ``blur``, the
   fields of :class:`~tfdeblur.data.BlurConfig`) or ``"paired"``
@@ -278,6 +283,17 @@ def _schedule_section(d, steps: int) -> dict:
             raise _fail("optimizer.schedule.every", "is required for the 'step' schedule "
                         "(multiply the learning rate by 'factor' every 'every' steps)")
         check_int("optimizer.schedule.every", out["every"], 1)
+        check_number("optimizer.schedule.factor", out["factor"], 0, exclusive_min=True)
+    elif name == "multistep":
+        m = out["milestones"]
+        if not isinstance(m, (list, tuple)) or not m:
+            raise _fail("optimizer.schedule.milestones", "must be a non-empty list of steps "
+                        f"for the 'multistep' schedule, got {m!r}")
+        for i, v in enumerate(m):
+            check_int(f"optimizer.schedule.milestones[{i}]", v, 1)
+        if any(b <= a for a, b in zip(m, m[1:])):
+            raise _fail("optimizer.schedule.milestones", f"must increase, got {list(m)!r}")
+        out["milestones"] = list(m)
         check_number("optimizer.schedule.factor", out["factor"], 0, exclusive_min=True)
     return out
 

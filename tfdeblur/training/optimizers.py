@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 from tfdeblur.training.config import ConfigError
 
@@ -80,11 +81,31 @@ def step_schedule(learning_rate: float, schedule: dict):
         staircase=True)
 
 
+def multistep_schedule(learning_rate: float, schedule: dict):
+    """``multistep``: ``lr * factor ** k`` from the ``k``-th step of ``milestones`` on
+    (``[20000, 40000, 50000]``: halved at 20k, 40k and 50k)."""
+    milestones = [int(m) for m in schedule["milestones"]]
+    factor = float(schedule["factor"])
+    # PiecewiseConstantDecay switches after a boundary: boundary m - 1 means "from step m on".
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [m - 1 for m in milestones], [learning_rate * factor ** k for k in range(len(milestones) + 1)])
+
+
+def learning_rates(opt: dict, steps) -> np.ndarray:
+    """The learning rate of a resolved ``optimizer`` section at each of ``steps`` (float64)."""
+    schedule = learning_rate_schedule(opt)
+    steps = np.asarray(steps, dtype=np.int64)
+    if not callable(schedule):
+        return np.full(steps.shape, float(schedule))
+    return np.asarray(keras.ops.convert_to_numpy(schedule(steps)), dtype=np.float64).reshape(steps.shape)
+
+
 def learning_rate_schedule(opt: dict):
     """A float or Keras schedule from a resolved ``optimizer`` section.
 
     The schedule is looked up in :data:`tfdeblur.registry.SCHEDULES`
-    (:func:`constant_schedule`, :func:`polynomial_schedule`, :func:`step_schedule`).
+    (:func:`constant_schedule`, :func:`polynomial_schedule`, :func:`step_schedule`,
+    :func:`multistep_schedule`).
     """
     from tfdeblur.registry import SCHEDULES, RegistryError
 

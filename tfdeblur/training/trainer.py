@@ -42,6 +42,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfdeblur.training import config as config_lib
@@ -57,8 +58,9 @@ from tfdeblur.training.callbacks import (
     save_model_atomically,
     write_json_atomically,
 )
-from tfdeblur.training.checkpoint import CheckpointManager, TrainingState, is_remote, read_file
-from tfdeblur.training.optimizers import build_optimizer
+from tfdeblur.training.checkpoint import (
+    CheckpointManager, TrainingState, is_remote, list_checkpoints, read_file)
+from tfdeblur.training.optimizers import build_optimizer, learning_rates
 
 
 class RunFolderError(RuntimeError):
@@ -322,6 +324,31 @@ def _with_new_defaults(saved: dict) -> dict:
     return saved
 
 
+def _is_schedule_key(key: str) -> bool:
+    return key == "optimizer.learning_rate" or key.startswith("optimizer.schedule")
+
+
+def _check_schedule_change(run_dir: str, old: dict, new: dict) -> None:
+    """Lets a resumed run change its learning-rate schedule for the steps still to come:
+    raises :class:`RunFolderError` unless ``new`` gives the learning rate ``old`` gave
+    at every step the run's newest checkpoint has trained."""
+    newest = list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    done = newest[0][0] if newest else 0
+    # Step k (1-based) is taken with the schedule's value at iteration k - 1.
+    steps = np.arange(done)
+    a, b = learning_rates(old, steps), learning_rates(new, steps)
+    bad = np.flatnonzero(~np.isclose(a, b, rtol=1e-6, atol=0.0))
+    if bad.size:
+        i = int(bad[0])
+        raise RunFolderError(
+            f"run folder {run_dir}: the new optimizer.learning_rate/optimizer.schedule "
+            f"({new['learning_rate']!r}, {new['schedule']!r}) gives learning rate {b[i]:.6g} "
+            f"at step {i + 1}, which the run trained with {a[i]:.6g} "
+            f"({old['learning_rate']!r}, {old['schedule']!r}); a resumed run may change "
+            f"its schedule only from step {done + 1} on (its newest checkpoint is at step "
+            f"{done})")
+
+
 def _settle_config(run_dir: str, cfg: dict | None, *, write: bool = True) -> dict:
     """The run's configuration: the saved one, checked against and updated from ``cfg``."""
     path = os.path.join(run_dir, "config.json")
@@ -342,6 +369,9 @@ def _settle_config(run_dir: str, cfg: dict | None, *, write: bool = True) -> dic
     if saved is not None:
         diffs = [d for d in config_lib.differences(saved, cfg)
                  if not config_lib.is_resumable_change(d[0])]
+        if any(_is_schedule_key(d[0]) for d in diffs):
+            _check_schedule_change(run_dir, saved["optimizer"], cfg["optimizer"])
+            diffs = [d for d in diffs if not _is_schedule_key(d[0])]
         if diffs:
             lines = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diffs[:8])
             raise RunFolderError(
