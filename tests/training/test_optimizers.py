@@ -128,3 +128,25 @@ def test_step_schedule_lmfn():
         assert _lr(sched, step) == pytest.approx(want, rel=1e-5)
     assert learning_rate_schedule({"learning_rate": 3e-4, "schedule": {"name": "constant"}}) \
         == 3e-4
+
+
+def test_multistep_schedule_matches_a_step_schedule_then_goes_its_own_way():
+    """Milestones [20000, 40000, 50000] x 0.5: the bundled LMFN's schedule, equal to
+    "halve every 20k" before step 50,000 (where its run switched) and 6.25e-5 from there."""
+    from tfdeblur.training.optimizers import learning_rates
+
+    multi = {"learning_rate": 5e-4, "schedule": {
+        "name": "multistep", "milestones": [20000, 40000, 50000], "factor": 0.5}}
+    every = {"learning_rate": 5e-4, "schedule": {"name": "step", "every": 20000, "factor": 0.5}}
+    sched = learning_rate_schedule(multi)
+    for step, want in ((0, 5e-4), (19999, 5e-4), (20000, 2.5e-4), (39999, 2.5e-4),
+                       (40000, 1.25e-4), (49999, 1.25e-4), (50000, 6.25e-5), (10 ** 6, 6.25e-5)):
+        assert _lr(sched, step) == pytest.approx(want, rel=1e-6), step
+    steps = np.arange(0, 60000, 7)
+    a, b = learning_rates(multi, steps), learning_rates(every, steps)
+    want_every = 5e-4 * 0.5 ** (steps // 20000)
+    np.testing.assert_allclose(b, want_every, rtol=1e-6)
+    np.testing.assert_allclose(a[steps < 50000], want_every[steps < 50000], rtol=1e-6)
+    np.testing.assert_allclose(a[steps >= 50000], 6.25e-5, rtol=1e-6)
+    np.testing.assert_allclose(learning_rates({"learning_rate": 3e-4, "schedule": {
+        "name": "constant"}}, [0, 5]), [3e-4, 3e-4])

@@ -171,7 +171,8 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_refuses_another_config(
 
     changed = copy.deepcopy(raw)
     changed["optimizer"]["learning_rate"] = 1e-2
-    with pytest.raises(RunFolderError, match="optimizer.learning_rate: 0.003 in the run, 0.01 now"):
+    with pytest.raises(RunFolderError, match=r"gives learning rate 0.01 at step 1, which the "
+                                             r"run trained with 0.003"):
         train(resolve_config(changed), run, printer=None)
 
     with open(ckpts[0][1], "r+b") as f:      # a torn write: the file's second half is zeros
@@ -200,6 +201,49 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_refuses_another_config(
     assert (again.start_step, again.step, again.completed) == (8, 8, True)
     with pytest.raises(RunFolderError, match="has no config.json"):
         train(None, str(tmp_path / "empty"), printer=None)
+
+
+def test_resume_may_change_the_schedule_for_the_steps_still_to_come(tiny_raw, tmp_path):
+    """A run started with "halve every 2 steps" resumes at step 4 with milestones
+    [2, 5]: both give 3e-3, 3e-3, 1.5e-3, 1.5e-3 for steps 1-4, so the change is
+    accepted and the log shows the new rates. Milestones [3] would give 3e-3 at
+    step 3, which the run trained with 1.5e-3: refused, naming that step."""
+    raw = copy.deepcopy(tiny_raw)
+    raw["train"].update(steps=4, steps_per_epoch=2, checkpoint_every=2, validate_at_start=False)
+    raw["optimizer"]["schedule"] = {"name": "step", "every": 2, "factor": 0.5}
+    run = str(tmp_path / "run")
+    train(resolve_config(raw), run, printer=None)
+
+    refused = copy.deepcopy(raw)
+    refused["optimizer"]["schedule"] = {"name": "multistep", "milestones": [3], "factor": 0.5}
+    with pytest.raises(RunFolderError, match=r"gives learning rate 0.003 at step 3, which the "
+                                             r"run trained with 0.0015.*from step 5 on"):
+        train(resolve_config(refused), run, printer=None)
+
+    new = copy.deepcopy(raw)
+    new["optimizer"]["schedule"] = {"name": "multistep", "milestones": [2, 5], "factor": 0.5}
+    new["train"]["steps"] = 8
+    result = train(resolve_config(new), run, printer=None)
+    assert (result.start_step, result.step) == (4, 8)
+    # log.csv: the rate at each epoch end's step (iteration), old schedule up to step 4,
+    # then the new one (the old would say 3.75e-4 at step 6 and 1.875e-4 at step 8).
+    rates = [(int(r["step"]), float(r["learning_rate"])) for r in _read_log(run)]
+    assert rates == [(2, pytest.approx(1.5e-3)), (4, pytest.approx(7.5e-4)),
+                     (6, pytest.approx(7.5e-4)), (8, pytest.approx(7.5e-4))]
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["optimizer"]["schedule"] == new["optimizer"]["schedule"]
+
+    # From a constant rate (a float, not a schedule object, in the optimizer) to milestones.
+    const = copy.deepcopy(raw)
+    del const["optimizer"]["schedule"]
+    run2 = str(tmp_path / "run2")
+    train(resolve_config({**const, "train": {**const["train"], "steps": 2}}), run2,
+          printer=None)
+    const["optimizer"]["schedule"] = {"name": "multistep", "milestones": [3], "factor": 0.1}
+    result = train(resolve_config(const), run2, printer=None)
+    assert (result.start_step, result.step) == (2, 4)
+    assert [float(r["learning_rate"]) for r in _read_log(run2)] == \
+        [pytest.approx(3e-3), pytest.approx(3e-4)]
 
 
 def test_resume_after_the_data_moved(tiny_raw, tmp_path):

@@ -212,6 +212,10 @@ def _check_match(path: str, group: str, described: list[dict], variables: list) 
                 f"match {v.path} {tuple(v.shape)}: it was written for another configuration")
 
 
+def _is_learning_rate(path: str) -> bool:
+    return path.split("/", 1)[-1] == "learning_rate"
+
+
 def load_checkpoint(path: str, model: keras.Model) -> TrainingState:
     """Assigns a checkpoint's model and optimizer variables to ``model``.
 
@@ -226,10 +230,18 @@ def load_checkpoint(path: str, model: keras.Model) -> TrainingState:
     """
     meta, groups = read_checkpoint(path)
     targets = _variables(model)
+    described = {g: meta["variables"].get(g, []) for g in ("model", "optimizer")}
+    values = {g: groups.get(g, []) for g in ("model", "optimizer")}
+    # A constant learning rate is an optimizer variable, a schedule is not: the rate is the
+    # configuration's (a resumed run may switch between them, see the trainer), not state.
+    keep = [i for i, d in enumerate(described["optimizer"]) if not _is_learning_rate(d["path"])]
+    described["optimizer"] = [described["optimizer"][i] for i in keep]
+    values["optimizer"] = [values["optimizer"][i] for i in keep]
+    targets["optimizer"] = [v for v in targets["optimizer"] if not _is_learning_rate(v.path)]
     for group in ("model", "optimizer"):
-        _check_match(path, group, meta["variables"].get(group, []), targets[group])
+        _check_match(path, group, described[group], targets[group])
     for group in ("model", "optimizer"):
-        for v, value in zip(targets[group], groups[group], strict=True):
+        for v, value in zip(targets[group], values[group], strict=True):
             v.assign(value)
     metric_values = {d["path"]: value for d, value in
                      zip(meta["variables"].get("metrics", []), groups.get("metrics", []),
