@@ -21,8 +21,9 @@ reached), then the final accounting and commit are made.
 
     python training/long_run.py --config lmfn_bundled --name lmfn_bundled --commit-minutes 45
     python training/long_run.py --name lmfn_bundled          # resume (config from the run)
-    python training/long_run.py --name lmfn_bundled --steps 60000 \
-        --override 'optimizer.schedule={"name": "multistep", "milestones": [20000, 40000, 50000], "factor": 0.5}'
+    python training/long_run.py --name lmfn_bundled --steps 60000 --override \
+        'optimizer.schedule={"name": "multistep", "milestones": [20000, 40000, 50000],
+                             "factor": 0.5}'          # one argument: a new schedule to come
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur import _validation as checks
+from tfdeblur.inference import deblur_image
 from tfdeblur.metrics import psnr, ssim
 from tfdeblur.training.checkpoint import (
     CheckpointManager,
@@ -131,8 +132,6 @@ def evaluate_images(model: keras.Model | None, dataset, *,
         if model is None:
             out = np.clip(np.asarray(blurry, np.float32), 0.0, 1.0)
         elif self_ensemble:
-            from tfdeblur.inference import deblur_image
-
             out = np.stack([deblur_image(model, x, self_ensemble=True)
                             for x in np.asarray(blurry, np.float32)])
         else:

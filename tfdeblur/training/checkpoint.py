@@ -230,18 +230,18 @@ def load_checkpoint(path: str, model: keras.Model) -> TrainingState:
     """
     meta, groups = read_checkpoint(path)
     targets = _variables(model)
-    described = {g: meta["variables"].get(g, []) for g in ("model", "optimizer")}
-    values = {g: groups.get(g, []) for g in ("model", "optimizer")}
+    described = dict(meta["variables"])
     # A constant learning rate is an optimizer variable, a schedule is not: the rate is the
     # configuration's (a resumed run may switch between them, see the trainer), not state.
-    keep = [i for i, d in enumerate(described["optimizer"]) if not _is_learning_rate(d["path"])]
+    keep = [i for i, d in enumerate(described.get("optimizer", []))
+            if not _is_learning_rate(d["path"])]
     described["optimizer"] = [described["optimizer"][i] for i in keep]
-    values["optimizer"] = [values["optimizer"][i] for i in keep]
+    groups["optimizer"] = [groups["optimizer"][i] for i in keep]
     targets["optimizer"] = [v for v in targets["optimizer"] if not _is_learning_rate(v.path)]
     for group in ("model", "optimizer"):
-        _check_match(path, group, described[group], targets[group])
+        _check_match(path, group, described.get(group, []), targets[group])
     for group in ("model", "optimizer"):
-        for v, value in zip(targets[group], values[group], strict=True):
+        for v, value in zip(targets[group], groups[group], strict=True):
             v.assign(value)
     metric_values = {d["path"]: value for d, value in
                      zip(meta["variables"].get("metrics", []), groups.get("metrics", []),

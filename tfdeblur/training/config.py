@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import json
 import math
 import numbers
@@ -291,7 +292,7 @@ def _schedule_section(d, steps: int) -> dict:
                         f"for the 'multistep' schedule, got {m!r}")
         for i, v in enumerate(m):
             check_int(f"optimizer.schedule.milestones[{i}]", v, 1)
-        if any(b <= a for a, b in zip(m, m[1:])):
+        if any(b <= a for a, b in itertools.pairwise(m)):
             raise _fail("optimizer.schedule.milestones", f"must increase, got {list(m)!r}")
         out["milestones"] = list(m)
         check_number("optimizer.schedule.factor", out["factor"], 0, exclusive_min=True)

@@ -87,8 +87,8 @@ def multistep_schedule(learning_rate: float, schedule: dict):
     milestones = [int(m) for m in schedule["milestones"]]
     factor = float(schedule["factor"])
     # PiecewiseConstantDecay switches after a boundary: boundary m - 1 means "from step m on".
-    return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [m - 1 for m in milestones], [learning_rate * factor ** k for k in range(len(milestones) + 1)])
+    values = [learning_rate * factor ** k for k in range(len(milestones) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay([m - 1 for m in milestones], values)
 
 
 def learning_rates(opt: dict, steps) -> np.ndarray:
@@ -97,7 +97,8 @@ def learning_rates(opt: dict, steps) -> np.ndarray:
     steps = np.asarray(steps, dtype=np.int64)
     if not callable(schedule):
         return np.full(steps.shape, float(schedule))
-    return np.asarray(keras.ops.convert_to_numpy(schedule(steps)), dtype=np.float64).reshape(steps.shape)
+    values = keras.ops.convert_to_numpy(schedule(steps))
+    return np.asarray(values, dtype=np.float64).reshape(steps.shape)
 
 
 def learning_rate_schedule(opt: dict):

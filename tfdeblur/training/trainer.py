@@ -59,7 +59,12 @@ from tfdeblur.training.callbacks import (
     write_json_atomically,
 )
 from tfdeblur.training.checkpoint import (
-    CheckpointManager, TrainingState, is_remote, list_checkpoints, read_file)
+    CheckpointManager,
+    TrainingState,
+    is_remote,
+    list_checkpoints,
+    read_file,
+)
 from tfdeblur.training.optimizers import build_optimizer, learning_rates
 
 
